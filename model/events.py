@@ -16,14 +16,16 @@ Example::
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import gzip
-import io
 import math
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 import orjson
@@ -60,16 +62,44 @@ SCHEMA = pa.schema(
 
 
 class EventError(ValueError):
-    """A record that breaks the event format; names where it is and what is wrong."""
+    """A record that breaks the event format; names where it is and what is wrong.
 
-    def __init__(self, source: str, line: int | None, field_name: str | None, message: str):
+    ``line`` is the 1-based line of a JSON Lines file or, with ``unit="row"``, the 1-based
+    row of a Parquet file; ``None`` for a whole-file problem (missing file, missing column).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        line: int | None,
+        field_name: str | None,
+        message: str,
+        *,
+        unit: Literal["line", "row"] = "line",
+    ):
         self.source = source
         self.line = line
         self.field = field_name
         self.message = message
-        where = source if line is None else f"{source}:{line}"
+        self.unit = unit
+        if line is None:
+            where = source
+        elif unit == "row":
+            where = f"{source}: row {line}"
+        else:
+            where = f"{source}:{line}"
         what = f"field '{field_name}': " if field_name else ""
         super().__init__(f"{where}: {what}{message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keeps the error picklable (worker processes)
+        args = (self.source, self.line, self.field, self.message)
+        return (_rebuild_error, (*args, self.unit))
+
+
+def _rebuild_error(
+    source: str, line: int | None, field_name: str | None, message: str, unit: Any
+) -> EventError:
+    return EventError(source, line, field_name, message, unit=unit)
 
 
 @dataclass
@@ -122,82 +152,156 @@ class Event:
 
 # --------------------------------------------------------------------------- parsing
 
+# pandas (and numpy datetime64[ns]) hold ±2**63 ns around the epoch: years 1677-2262. A value
+# beyond that is almost always milliseconds or microseconds sent as seconds.
+_MIN_TS = -9_223_372_036.0
+_MAX_TS = 9_223_372_036.0
+_MAX_INT64 = 2**63 - 1
+
+#: One validated event as a tuple in the column order of :data:`SCHEMA` (without ``seq``);
+#: ``Event(*row)`` rebuilds the dataclass.
+_Row = tuple[
+    str, float, str, str | None, str | None, int | None, str | None, str | None, str | None
+]
+
 
 def parse_ts(value: Any) -> float:
     """RFC 3339 string (any offset; ``Z`` accepted) or epoch seconds → UTC epoch seconds.
 
-    A string without an offset is rejected: a naive local time is ambiguous.
+    A string without an offset is rejected: a naive local time is ambiguous. So are times
+    outside years 1677-2262 (epoch milliseconds sent as seconds land there).
     """
-    if isinstance(value, bool):
+    if isinstance(value, str):
+        try:  # the common case, "2026-04-03T12:00:00Z", parses as it is
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = _parse_ts_lenient(value)
+        if parsed.tzinfo is None:
+            raise ValueError(f"timestamp has no UTC offset: {value!r} (add 'Z' or '+hh:mm')")
+        ts = parsed.timestamp()
+    elif isinstance(value, bool):
         raise ValueError("expected an RFC 3339 string or epoch seconds, got a boolean")
-    if isinstance(value, int | float):
+    elif isinstance(value, int | float):
         ts = float(value)
         if not math.isfinite(ts):
             raise ValueError(f"epoch seconds must be finite, got {value!r}")
-        return ts
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(f"not an RFC 3339 timestamp: {value!r}") from None
-        if parsed.tzinfo is None:
-            raise ValueError(f"timestamp has no UTC offset: {value!r} (add 'Z' or '+hh:mm')")
-        return parsed.timestamp()
-    raise ValueError(f"expected an RFC 3339 string or epoch seconds, got {type(value).__name__}")
+    else:
+        raise ValueError(
+            f"expected an RFC 3339 string or epoch seconds, got {type(value).__name__}"
+        )
+    if not _MIN_TS <= ts <= _MAX_TS:
+        raise ValueError(
+            f"time {value!r} is outside years 1677-2262 (epoch milliseconds instead of seconds?)"
+        )
+    return ts
+
+
+def _parse_ts_lenient(value: str) -> datetime:
+    """What ``fromisoformat`` refuses as it is: surrounding spaces, a lower-case ``z``."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 timestamp: {value!r}") from None
 
 
 def format_ts(ts: float) -> str:
-    """UTC epoch seconds → RFC 3339 with ``Z`` (millisecond precision when needed)."""
+    """UTC epoch seconds → RFC 3339 with ``Z``: milliseconds when needed, microseconds if finer.
+
+    ``parse_ts(format_ts(t))`` gives ``t`` back to the microsecond.
+    """
     dt = datetime.fromtimestamp(ts, tz=UTC)
-    if dt.microsecond:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    us = dt.microsecond
+    if not us:
+        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    frac = f"{us // 1000:03d}" if us % 1000 == 0 else f"{us:06d}"
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + frac + "Z"
 
 
-def parse_event(record: Any, *, source: str = "<input>", line: int | None = None) -> Event:
-    """Validate one decoded record against the contract; raise :class:`EventError` if it breaks it."""
+def _validate(
+    record: Any, source: str, line: int | None, unit: Literal["line", "row"] = "line"
+) -> _Row:
+    """Check one decoded record against the contract; the hot loop of every reader.
 
-    def fail(field_name: str | None, message: str) -> EventError:
-        return EventError(source, line, field_name, message)
-
-    if not isinstance(record, Mapping):
-        raise fail(None, f"expected a JSON object, got {type(record).__name__}")
-    account_id = record.get("account_id")
-    if account_id is None:
-        raise fail("account_id", "required field is missing")
-    if not isinstance(account_id, str):
-        raise fail("account_id", f"expected a string, got {type(account_id).__name__}")
-    if not 1 <= len(account_id) <= MAX_ACCOUNT_ID_CHARS:
-        raise fail("account_id", f"must be 1-{MAX_ACCOUNT_ID_CHARS} characters")
-    if "ts" not in record or record["ts"] is None:
-        raise fail("ts", "required field is missing")
+    Returns the event as a plain tuple (no object per event: readers append it straight to
+    their columns) or raises :class:`EventError` naming source, line and field.
+    """
+    if type(record) is not dict and not isinstance(record, Mapping):
+        raise EventError(
+            source, line, None, f"expected a JSON object, got {type(record).__name__}", unit=unit
+        )
+    get = record.get
+    account_id = get("account_id")
+    if not isinstance(account_id, str) or not 0 < len(account_id) <= MAX_ACCOUNT_ID_CHARS:
+        if account_id is None:
+            message = "required field is missing"
+        elif not isinstance(account_id, str):
+            message = f"expected a string, got {type(account_id).__name__}"
+        else:
+            message = f"must be 1-{MAX_ACCOUNT_ID_CHARS} characters, got {len(account_id)}"
+        raise EventError(source, line, "account_id", message, unit=unit)
+    raw_ts = get("ts")
+    if raw_ts is None:
+        raise EventError(source, line, "ts", "required field is missing", unit=unit)
     try:
-        ts = parse_ts(record["ts"])
+        ts = parse_ts(raw_ts)
     except ValueError as exc:
-        raise fail("ts", str(exc)) from None
-    prompt = record.get("prompt")
-    if prompt is None:
-        raise fail("prompt", "required field is missing")
+        raise EventError(source, line, "ts", str(exc), unit=unit) from None
+    prompt = get("prompt")
     if not isinstance(prompt, str):
-        raise fail("prompt", f"expected a string, got {type(prompt).__name__}")
-    optional: dict[str, Any] = {}
-    for name in OPTIONAL_STR_FIELDS:
-        value = record.get(name)
-        if value is not None and not isinstance(value, str):
-            raise fail(name, f"expected a string, got {type(value).__name__}")
-        optional[name] = value
-    max_tokens = record.get("max_tokens")
+        message = (
+            "required field is missing"
+            if prompt is None
+            else f"expected a string, got {type(prompt).__name__}"
+        )
+        raise EventError(source, line, "prompt", message, unit=unit)
+    conversation_id = get("conversation_id")
+    model = get("model")
+    ip = get("ip")
+    user_agent = get("user_agent")
+    system = get("system")
+    if not (
+        (conversation_id is None or type(conversation_id) is str)
+        and (model is None or type(model) is str)
+        and (ip is None or type(ip) is str)
+        and (user_agent is None or type(user_agent) is str)
+        and (system is None or type(system) is str)
+    ):  # something other than a plain str: name the first field that is not a string at all
+        for name in OPTIONAL_STR_FIELDS:
+            value = get(name)
+            if value is not None and not isinstance(value, str):
+                raise EventError(
+                    source, line, name, f"expected a string, got {type(value).__name__}", unit=unit
+                )
+    max_tokens = get("max_tokens")
     if max_tokens is not None:
         if isinstance(max_tokens, float) and max_tokens.is_integer():
             max_tokens = int(max_tokens)
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-            raise fail("max_tokens", f"expected an integer, got {max_tokens!r}")
-        if max_tokens < 0:
-            raise fail("max_tokens", f"must be >= 0, got {max_tokens}")
-    return Event(account_id=account_id, ts=ts, prompt=prompt, max_tokens=max_tokens, **optional)
+            raise EventError(
+                source, line, "max_tokens", f"expected an integer, got {max_tokens!r}", unit=unit
+            )
+        if not 0 <= max_tokens <= _MAX_INT64:
+            raise EventError(
+                source,
+                line,
+                "max_tokens",
+                f"must be between 0 and {_MAX_INT64}, got {max_tokens}",
+                unit=unit,
+            )
+    return (account_id, ts, prompt, conversation_id, model, max_tokens, ip, user_agent, system)
+
+
+def parse_event(record: Any, *, source: str = "<input>", line: int | None = None) -> Event:
+    """Validate one decoded record against the contract; raise :class:`EventError` if it breaks it.
+
+    Example::
+
+        parse_event({"account_id": "a-1", "ts": "2026-04-03T12:00:00Z", "prompt": "hi"})
+    """
+    return Event(*_validate(record, source, line))
 
 
 # --------------------------------------------------------------------------- account view
@@ -289,13 +393,26 @@ class EventTable:
         self.table = table
         self.stats = stats or ReadStats(n_read=table.num_rows)
         self._bounds: tuple[np.ndarray, np.ndarray, list[str]] | None = None
+        self._index: dict[str, int] | None = None
 
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> EventTable:
         builder = _BatchBuilder()
-        batches = [b for ev in events if (b := builder.add(ev)) is not None]
-        batches.append(builder.flush())
-        return cls._sorted(batches, ReadStats(n_read=builder.total))
+        for ev in events:
+            builder.add(
+                (
+                    ev.account_id,
+                    ev.ts,
+                    ev.prompt,
+                    ev.conversation_id,
+                    ev.model,
+                    ev.max_tokens,
+                    ev.ip,
+                    ev.user_agent,
+                    ev.system,
+                )
+            )
+        return cls._sorted(builder.finish(), ReadStats(n_read=builder.total))
 
     @classmethod
     def from_records(
@@ -303,14 +420,32 @@ class EventTable:
     ) -> EventTable:
         """Validate decoded records (dicts) into a table; line numbers count from 1."""
         stats = ReadStats()
-        return cls._sorted(list(_records_to_batches(records, source, on_error, stats)), stats)
+        builder = _BatchBuilder()
+        for row in _checked_rows(records, source, on_error, stats):
+            builder.add(row)
+        return cls._sorted(builder.finish(), stats)
 
     @classmethod
     def _sorted(cls, batches: list[pa.RecordBatch], stats: ReadStats) -> EventTable:
+        """Sort ``batches`` into one table; empties the list so each column is freed early.
+
+        Peak memory is the events once plus one copy of the largest column (the prompts),
+        not two copies of everything.
+        """
         table = pa.Table.from_batches(batches, schema=SCHEMA)
-        if table.num_rows:
-            table = table.sort_by([("account_id", "ascending"), ("ts", "ascending"), ("seq", "ascending")])
-        return cls(table.combine_chunks(), stats)
+        batches.clear()
+        if table.num_rows == 0:
+            return cls(table.combine_chunks(), stats)
+        order = pc.sort_indices(
+            table.select(["account_id", "ts", "seq"]),
+            sort_keys=[("account_id", "ascending"), ("ts", "ascending"), ("seq", "ascending")],
+        )
+        columns = table.columns
+        del table
+        for i, column in enumerate(columns):
+            del column  # only the list holds the column now
+            columns[i] = pc.take(columns[i].combine_chunks(), order)
+        return cls(pa.Table.from_arrays(columns, schema=SCHEMA), stats)
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -342,16 +477,18 @@ class EventTable:
             yield self._account(account_id, int(start), int(end))
 
     def account(self, account_id: str) -> AccountEvents:
+        """One account's events; ``KeyError`` if the table has none."""
         starts, ends, ids = self._account_bounds()
-        try:
-            i = ids.index(account_id)
-        except ValueError:
-            raise KeyError(f"unknown account_id {account_id!r}") from None
+        if self._index is None:
+            self._index = {a: i for i, a in enumerate(ids)}
+        i = self._index.get(account_id)
+        if i is None:
+            raise KeyError(f"unknown account_id {account_id!r}")
         return self._account(account_id, int(starts[i]), int(ends[i]))
 
     def _account(self, account_id: str, start: int, end: int) -> AccountEvents:
         part = self.table.slice(start, end - start)
-        max_tokens = part.column("max_tokens").to_numpy(zero_copy_only=False)
+        max_tokens = part.column("max_tokens").to_numpy()
         return AccountEvents(
             account_id=account_id,
             ts=part.column("ts").to_numpy(),
@@ -378,123 +515,155 @@ class EventTable:
 
 
 class _BatchBuilder:
-    """Accumulates events into columns and hands out Arrow batches of bounded size."""
+    """Collects validated rows and turns them into Arrow batches of bounded size.
+
+    ``seq`` (arrival order, the tie-break for equal times) runs on across everything added,
+    so one builder fed several files keeps their order.
+    """
 
     def __init__(self) -> None:
         self.total = 0
-        self._reset()
+        self.batches: list[pa.RecordBatch] = []
+        self._rows: list[_Row] = []
 
-    def _reset(self) -> None:
-        self.cols: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+    def add(self, row: _Row) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= _BATCH_ROWS:
+            self._flush()
 
-    def add(self, ev: Event) -> pa.RecordBatch | None:
-        c = self.cols
-        c["account_id"].append(ev.account_id)
-        c["ts"].append(ev.ts)
-        c["prompt"].append(ev.prompt)
-        c["conversation_id"].append(ev.conversation_id)
-        c["model"].append(ev.model)
-        c["max_tokens"].append(ev.max_tokens)
-        c["ip"].append(ev.ip)
-        c["user_agent"].append(ev.user_agent)
-        c["system"].append(ev.system)
-        c["seq"].append(self.total)
-        self.total += 1
-        return self.flush() if len(c["seq"]) >= _BATCH_ROWS else None
+    def finish(self) -> list[pa.RecordBatch]:
+        """All batches so far (at least one, possibly empty); the builder starts over."""
+        if self._rows or not self.batches:
+            self._flush()
+        batches, self.batches = self.batches, []
+        return batches
 
-    def flush(self) -> pa.RecordBatch:
-        batch = pa.RecordBatch.from_pydict(self.cols, schema=SCHEMA)
-        self._reset()
-        return batch
+    def _flush(self) -> None:
+        rows, self._rows = self._rows, []
+        n = len(rows)
+        columns: list[Any] = list(zip(*rows, strict=True)) if rows else [()] * 9
+        arrays = [pa.array(values, type=SCHEMA.field(i).type) for i, values in enumerate(columns)]
+        arrays.append(pa.array(np.arange(self.total, self.total + n, dtype=np.int64)))
+        self.total += n
+        self.batches.append(pa.RecordBatch.from_arrays(arrays, schema=SCHEMA))
 
 
-def _records_to_batches(
-    records: Iterable[Any], source: str, on_error: OnError, stats: ReadStats, first_line: int = 1
-) -> Iterator[pa.RecordBatch]:
-    builder = _BatchBuilder()
-    for line, rec in enumerate(records, start=first_line):
-        if isinstance(rec, EventError):  # a decoding error from the line reader
-            error: EventError | None = rec
+def _checked_rows(
+    records: Iterable[Any],
+    source: str,
+    on_error: OnError,
+    stats: ReadStats,
+    unit: Literal["line", "row"] = "line",
+) -> Iterator[_Row]:
+    """Validate records numbered from 1; raise on the first bad one or skip and count it.
+
+    A record may already be an :class:`EventError` (a line that was not even JSON).
+    """
+    for line, rec in enumerate(records, start=1):
+        if isinstance(rec, EventError):
+            error = rec
         else:
             try:
-                batch = builder.add(parse_event(rec, source=source, line=line))
-                stats.n_read += 1
-                if batch is not None:
-                    yield batch
-                continue
+                row = _validate(rec, source, line, unit)
             except EventError as exc:
                 error = exc
+            else:
+                stats.n_read += 1
+                yield row
+                continue
         if on_error == "raise":
             raise error
         stats.skip(error)
-    yield builder.flush()
 
 
 # --------------------------------------------------------------------------- files
 
 
+def _open_binary(path: Path) -> IO[bytes]:
+    """The bytes of a file, decompressed when its name ends in ``.gz``; the caller closes it."""
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb", buffering=1 << 20)
+
+
 def _jsonl_records(path: Path) -> Iterator[Any]:
-    opener = gzip.open if path.name.endswith(".gz") else open
+    """Decoded JSON values of a JSON Lines file, one per line; a bad line yields an EventError."""
     source = str(path)
-    with opener(path, "rb") as fh:  # type: ignore[operator]
-        for line_no, raw in enumerate(io.BufferedReader(fh, buffer_size=1 << 20), start=1):
-            if not raw.strip():
-                yield EventError(source, line_no, None, "empty line")
-                continue
-            try:
-                yield orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                yield EventError(source, line_no, None, f"not valid JSON ({exc})")
+    line_no = 0
+    with _open_binary(path) as lines:
+        try:
+            for line_no, raw in enumerate(lines, start=1):
+                try:
+                    yield orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:  # the rare path: find out what is wrong
+                    if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+                        raw = raw[len(codecs.BOM_UTF8) :]
+                        with contextlib.suppress(orjson.JSONDecodeError):
+                            yield orjson.loads(raw)
+                            continue
+                    if not raw.strip():
+                        yield EventError(source, line_no, None, "empty line")
+                    else:
+                        yield EventError(source, line_no, None, f"not valid JSON ({exc})")
+        except (OSError, EOFError, zlib.error) as exc:  # corrupt or truncated gzip data
+            raise EventError(
+                source, line_no + 1, None, f"the file is unreadable from here on ({exc})"
+            ) from exc
 
 
 def _parquet_records(path: Path) -> Iterator[Any]:
+    """Rows of a Parquet file as dicts; a native timestamp ``ts`` column becomes epoch seconds.
+
+    A timestamp column without a time zone is taken as UTC (the only zone it could mean for
+    data that crossed machines); one with a zone is converted from it.
+    """
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
-    missing = {"account_id", "ts", "prompt"} - set(pf.schema_arrow.names)
-    if missing:
-        raise EventError(str(path), None, sorted(missing)[0], "required column is missing")
+    source = str(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise EventError(source, None, None, f"not a readable Parquet file ({exc})") from exc
+    names = set(pf.schema_arrow.names)
+    for name in ("account_id", "ts", "prompt"):
+        if name not in names:
+            raise EventError(source, None, name, "required column is missing")
     for batch in pf.iter_batches(batch_size=_BATCH_ROWS):
         ts_col = batch.column("ts")
-        if pa.types.is_timestamp(ts_col.type):  # native timestamps: make them epoch seconds
-            unit = ts_col.type.unit
-            scale = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
-            ints = ts_col.cast(pa.int64()).to_numpy(zero_copy_only=False)
-            tz = ts_col.type.tz
-            if tz is None:
-                # A naive timestamp column is ambiguous; treat as UTC (Parquet's own convention
-                # for isAdjustedToUTC=false is local time, but we have no zone to apply).
-                pass
-            secs = pa.array(ints / scale)
+        if pa.types.is_timestamp(ts_col.type):  # stored as UTC ticks whatever the zone
+            scale = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[ts_col.type.unit]
+            secs = pc.divide(ts_col.cast(pa.int64()).cast(pa.float64()), scale)  # nulls stay null
             batch = batch.set_column(batch.schema.get_field_index("ts"), "ts", secs)
         yield from batch.to_pylist()
+
+
+def _check_path(path: Path) -> Literal["jsonl", "parquet"]:
+    """The format of an event file, or an EventError before anything is read."""
+    if not path.is_file():
+        raise EventError(str(path), None, None, "file not found")
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson", ".ndjson.gz")):
+        return "jsonl"
+    raise EventError(
+        str(path), None, None, "unknown file type (expected .jsonl, .jsonl.gz or .parquet)"
+    )
+
+
+def _file_rows(path: Path, on_error: OnError, stats: ReadStats) -> Iterator[_Row]:
+    if _check_path(path) == "parquet":
+        return _checked_rows(_parquet_records(path), str(path), on_error, stats, unit="row")
+    return _checked_rows(_jsonl_records(path), str(path), on_error, stats)
 
 
 def iter_events(
     path: str | Path, *, on_error: OnError = "raise", stats: ReadStats | None = None
 ) -> Iterator[Event]:
     """Stream validated events from one file (``.jsonl``, ``.jsonl.gz``, ``.parquet``)."""
-    p = Path(path)
     stats = stats if stats is not None else ReadStats()
-    for batch in _file_batches(p, on_error, stats):
-        for rec in batch.to_pylist():
-            rec.pop("seq")
-            yield Event(**rec)
-
-
-def _file_batches(path: Path, on_error: OnError, stats: ReadStats) -> Iterator[pa.RecordBatch]:
-    if not path.exists():
-        raise EventError(str(path), None, None, "file not found")
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        records: Iterator[Any] = _parquet_records(path)
-    elif name.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson", ".ndjson.gz")):
-        records = _jsonl_records(path)
-    else:
-        raise EventError(
-            str(path), None, None, "unknown file type (expected .jsonl, .jsonl.gz or .parquet)"
-        )
-    yield from _records_to_batches(records, str(path), on_error, stats)
+    for row in _file_rows(Path(path), on_error, stats):
+        yield Event(*row)
 
 
 def read_events(
@@ -505,30 +674,25 @@ def read_events(
     Records are parsed in bounded batches straight into Arrow columns, so memory stays close
     to the size of the text itself. With ``on_error="skip"`` bad records are skipped and
     counted in ``table.stats``; otherwise the first bad record raises :class:`EventError`.
+    Events with equal times keep their input order (files in the order given).
     """
     if isinstance(paths, str | Path):
         paths = [paths]
+    for path in paths:  # a typo in the last path should not wait for a long read of the first
+        _check_path(Path(path))
     stats = ReadStats()
-    batches: list[pa.RecordBatch] = []
-    offset = 0
+    builder = _BatchBuilder()
     for path in paths:
-        for batch in _file_batches(Path(path), on_error, stats):
-            if batch.num_rows:  # keep arrival order unique across files
-                seq = pc.add(batch.column("seq"), offset)
-                batch = batch.set_column(batch.schema.get_field_index("seq"), "seq", seq)
-                batches.append(batch)
-        offset = stats.n_read
-    if not batches:
-        batches = [pa.RecordBatch.from_pylist([], schema=SCHEMA)]
-    return EventTable._sorted(batches, stats)
+        for row in _file_rows(Path(path), on_error, stats):
+            builder.add(row)
+    return EventTable._sorted(builder.finish(), stats)
 
 
 def write_events(events: Iterable[Event | Mapping[str, Any]], path: str | Path) -> int:
     """Write events as contract JSON Lines (gzip when the name ends in .gz); returns the count."""
     p = Path(path)
-    opener = gzip.open if p.name.endswith(".gz") else open
     n = 0
-    with opener(p, "wb") as fh:  # type: ignore[operator]
+    with gzip.open(p, "wb") if p.name.lower().endswith(".gz") else open(p, "wb") as fh:
         for ev in events:
             rec = ev.to_record() if isinstance(ev, Event) else dict(ev)
             fh.write(orjson.dumps(rec) + b"\n")

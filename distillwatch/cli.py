@@ -1,0 +1,229 @@
+"""The ``distillwatch`` command: simulate, train, score, evaluate, fleets, serve.
+
+Each sub-command is a few lines that call the notebook API (``distillwatch.api``) or a
+stage module. Bad input ends the command with exit status 2 and one line naming the
+file, line and field; ``--on-error skip`` skips bad records and reports how many.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+class CLIError(Exception):
+    """An error to show the user as one line, exiting with status 2."""
+
+
+def _events_args(p: argparse.ArgumentParser, *, model: bool = True) -> None:
+    p.add_argument("--events", required=True, type=Path, nargs="+",
+                   help="event file(s): .jsonl, .jsonl.gz or .parquet")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="bad records: stop with an error (default) or skip, count and report them")
+    if model:
+        p.add_argument("--model", type=Path, default=None,
+                       help="model directory (default: $DISTILLWATCH_MODEL or the shipped model)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="embedding cache file (default: $DISTILLWATCH_CACHE_DIR or ~/.cache/distillwatch)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distillwatch",
+        description="Detect distillation (capability-harvesting) attacks in LLM API traffic.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("simulate", help="write simulated organic and harvesting accounts")
+    p.add_argument("--accounts", type=int, required=True, help="number of accounts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--corpora", type=Path, default=None,
+                   help="prompt corpora directory (default: data_samples/corpora)")
+    p.add_argument("--exclude-sources", default="",
+                   help="comma-separated corpus source prefixes to leave out (e.g. gsm8k,bbh)")
+    p.add_argument("--only-sources", default="",
+                   help="comma-separated corpus source prefixes to use exclusively for probes")
+
+    p = sub.add_parser("train", help="train a detector into a model directory")
+    p.add_argument("--events", required=True, type=Path, nargs="+")
+    p.add_argument("--labels", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="model directory to write")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-fpr", type=float, default=0.01,
+                   help="false-positive rate the operating threshold is set for (default 0.01)")
+    p.add_argument("--max-epochs", type=int, default=40)
+    p.add_argument("--val-fraction", type=float, default=0.25)
+    p.add_argument("--embedder", default=None,
+                   help="sentence-transformers model path or name (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument("--cache", type=Path, default=None)
+    p.add_argument("--no-fleets", action="store_true", help="do not fit the fleet judge")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("score", help="score every account of an event file")
+    _events_args(p)
+    p.add_argument("--out", required=True, type=Path, help="output JSON Lines, one line per account")
+
+    p = sub.add_parser("evaluate", help="metrics and plots against labels")
+    _events_args(p)
+    p.add_argument("--labels", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--baselines", action="store_true", help="also run the published baselines")
+    p.add_argument("--compare", type=Path, default=None, help="a second model directory to compare")
+
+    p = sub.add_parser("fleets", help="write coordinated-account clusters")
+    _events_args(p)
+    p.add_argument("--out", required=True, type=Path, help="output JSON Lines, one line per fleet")
+
+    p = sub.add_parser("serve", help="run the HTTP scoring service")
+    p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--db", type=Path, default=None, help="SQLite file holding account state")
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("distillwatch")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    tmp.replace(path)
+
+
+def _report_skips(stats: object, what: str = "events") -> None:
+    n = getattr(stats, "n_skipped", 0)
+    if n:
+        print(f"skipped {n} bad {what}: {stats.summary()}", file=sys.stderr)  # type: ignore[attr-defined]
+
+
+def cmd_simulate(a: argparse.Namespace) -> None:
+    from training.simulator import run_simulate
+
+    if a.accounts < 1:
+        raise CLIError("--accounts must be >= 1")
+    kwargs = {}
+    if a.exclude_sources:
+        kwargs["exclude_sources"] = tuple(s for s in a.exclude_sources.split(",") if s)
+    if a.only_sources:
+        kwargs["only_sources"] = tuple(s for s in a.only_sources.split(",") if s)
+    sim = run_simulate(a.accounts, a.seed, a.out, corpora_dir=a.corpora, **kwargs)
+    print(f"wrote {len(sim.events)} events of {len(sim.labels)} accounts to {a.out}")
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from distillwatch import api
+    from training.train import TrainConfig
+
+    cfg = TrainConfig(seed=a.seed, target_fpr=a.target_fpr, max_epochs=a.max_epochs,
+                      val_fraction=a.val_fraction, fleets=not a.no_fleets)
+    table = api.read_events(a.events, on_error=a.on_error)
+    _report_skips(table.stats)
+    labels = api.read_labels(a.labels, on_error=a.on_error)
+    _, report = api.train(table, labels, out=a.out, config=cfg, embedder_model=a.embedder,
+                          cache_path=a.cache, progress=not a.quiet)
+    v = report["validation"]
+    print(f"model written to {a.out}: validation AUROC {v['auroc']:.4f}, "
+          f"recall@1%FPR {v['recall_at_1pct_fpr']:.3f}, threshold {v['threshold']:.4f}")
+
+
+def cmd_score(a: argparse.Namespace) -> None:
+    from distillwatch import api
+
+    detector = api.load_model(a.model, cache_path=a.cache)
+    table = api.read_events(a.events, on_error=a.on_error)
+    scores = detector.score_table(table, progress=not a.quiet)
+    _write_jsonl(a.out, [s.to_dict() for s in scores])
+    n_flag = sum(s.flagged for s in scores)
+    print(f"scored {len(scores)} accounts ({len(table)} events): {n_flag} flagged -> {a.out}")
+    _report_skips(table.stats)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from distillwatch import api
+
+    detector = api.load_model(a.model, cache_path=a.cache)
+    table = api.read_events(a.events, on_error=a.on_error)
+    labels = api.read_labels(a.labels, on_error=a.on_error)
+    compare = api.load_model(a.compare, cache_path=a.cache) if a.compare else None
+    result = api.evaluate(detector, table, labels, out=a.out, baselines=a.baselines,
+                          compare=compare, progress=not a.quiet)
+    m = result["metrics"]
+    print(f"AUROC {m['auroc']:.4f}  PR-AUC {m['pr_auc']:.4f}  recall@1%FPR "
+          f"{m['recall_at_1pct_fpr']:.3f}  recall@0.1%FPR {m['recall_at_0.1pct_fpr']:.3f}  "
+          f"-> {a.out / 'metrics.json'}")
+    _report_skips(table.stats)
+
+
+def cmd_fleets(a: argparse.Namespace) -> None:
+    from distillwatch import api
+
+    detector = api.load_model(a.model, cache_path=a.cache)
+    table = api.read_events(a.events, on_error=a.on_error)
+    fleets = api.fleets(detector, table, progress=not a.quiet)
+    _write_jsonl(a.out, [f.to_dict() for f in fleets])
+    print(f"{len(fleets)} fleets over {table.n_accounts} accounts -> {a.out}")
+    _report_skips(table.stats)
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    from serve.app import run
+
+    run(model=a.model, host=a.host, port=a.port, db=a.db)
+
+
+COMMANDS = {
+    "simulate": cmd_simulate,
+    "train": cmd_train,
+    "score": cmd_score,
+    "evaluate": cmd_evaluate,
+    "fleets": cmd_fleets,
+    "serve": cmd_serve,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from model.events import EventError
+    from model.model_dir import ModelDirError
+
+    try:
+        COMMANDS[args.command](args)
+    except (CLIError, EventError, ModelDirError) as exc:
+        print(f"distillwatch {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        print(f"distillwatch {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The causal sequence network: per-event logits over embedding ⊕ features.
+
+What it knows: a GRU over projected prompt embeddings and behavioural features, plus a
+per-event "evidence" head whose running maximum and running mean are carried forward, so
+that a handful of harvesting prompts hidden among hundreds of organic ones (slow drip)
+still leave a mark at the last position. Every position sees only the past; the carried
+state (GRU hidden, running max, running sum, count) is bounded, so extending a stream by
+one event costs the same at event 10 as at event 10,000.
+
+What it does not know: text, files, training, calibration (see ``model/scorer.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    embed_dim: int = 384
+    n_features: int = 36
+    proj_dim: int = 64
+    hidden: int = 96
+    evidence_dim: int = 32
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dim", "n_features", "proj_dim", "hidden", "evidence_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"NetworkConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"NetworkConfig.dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetworkConfig:
+        return cls(**d)
+
+
+class StreamState(NamedTuple):
+    """What the network carries from one event to the next, for a batch of streams."""
+
+    hidden: torch.Tensor  # (1, B, H)
+    ev_max: torch.Tensor  # (B, E)
+    ev_sum: torch.Tensor  # (B, E)
+    count: torch.Tensor  # (B,)
+
+
+class SequenceDetector(nn.Module):
+    """Causal per-position harvesting logits for `(B, T, D)` embeddings and `(B, T, F)` features."""
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.proj = nn.Sequential(nn.Linear(c.embed_dim, c.proj_dim), nn.LayerNorm(c.proj_dim))
+        in_dim = c.proj_dim + c.n_features
+        self.inp = nn.Sequential(nn.Linear(in_dim, c.hidden), nn.GELU(), nn.Dropout(c.dropout))
+        self.gru = nn.GRU(c.hidden, c.hidden, batch_first=True)
+        self.evidence = nn.Sequential(
+            nn.Linear(in_dim, c.hidden), nn.GELU(), nn.Linear(c.hidden, c.evidence_dim)
+        )
+        self.head = nn.Sequential(
+            nn.Linear(c.hidden + 2 * c.evidence_dim, c.hidden),
+            nn.GELU(),
+            nn.Dropout(c.dropout),
+            nn.Linear(c.hidden, 1),
+        )
+
+    def initial_state(self, batch: int) -> StreamState:
+        c = self.config
+        dev = next(self.parameters()).device
+        return StreamState(
+            hidden=torch.zeros(1, batch, c.hidden, device=dev),
+            ev_max=torch.full((batch, c.evidence_dim), -1e4, device=dev),
+            ev_sum=torch.zeros(batch, c.evidence_dim, device=dev),
+            count=torch.zeros(batch, device=dev),
+        )
+
+    def forward(
+        self,
+        emb: torch.Tensor,  # (B, T, D)
+        feats: torch.Tensor,  # (B, T, F)
+        state: StreamState | None = None,
+        lengths: torch.Tensor | None = None,  # (B,) valid lengths (right padding); None = all
+    ) -> tuple[torch.Tensor, StreamState]:
+        """Logits `(B, T)` and the state after each stream's last valid event."""
+        b, t, _ = emb.shape
+        state = state if state is not None else self.initial_state(b)
+        x = torch.cat([self.proj(emb), feats], dim=-1)  # (B, T, P+F)
+        h_seq, _ = self.gru(self.inp(x), state.hidden)  # (B, T, H)
+        ev = self.evidence(x)  # (B, T, E)
+        ev_max = torch.cummax(ev, dim=1).values  # (B, T, E)
+        ev_max = torch.maximum(ev_max, state.ev_max.unsqueeze(1))
+        ev_sum = torch.cumsum(ev, dim=1) + state.ev_sum.unsqueeze(1)  # (B, T, E)
+        steps = torch.arange(1, t + 1, device=emb.device, dtype=emb.dtype)  # (T,)
+        count = state.count.unsqueeze(1) + steps.unsqueeze(0)  # (B, T)
+        ev_mean = ev_sum / count.unsqueeze(-1)
+        logits = self.head(torch.cat([h_seq, ev_max, ev_mean], dim=-1)).squeeze(-1)  # (B, T)
+
+        if lengths is None:
+            last = torch.full((b,), t - 1, dtype=torch.long, device=emb.device)
+        else:
+            last = (lengths - 1).clamp(min=0)
+        idx = torch.arange(b, device=emb.device)
+        new_state = StreamState(
+            hidden=h_seq[idx, last].unsqueeze(0).contiguous(),
+            ev_max=ev_max[idx, last],
+            ev_sum=ev_sum[idx, last],
+            count=count[idx, last],
+        )
+        return logits, new_state

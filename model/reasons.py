@@ -1,0 +1,147 @@
+"""Human-checkable evidence for a score: account statistics compared with organic traffic.
+
+What it knows: the account-level statistics a reviewer can verify by reading the prompts
+(share of prompts with reasoning elicitation, reused wrappers, requested output size, rate,
+topic spread, ...) and, for each, the distribution seen over organic training accounts.
+A statistic becomes a reason when the account sits far in the organic tail; reasons are
+ordered by how rare the value is among organic accounts.
+
+What it does not know: the network. Reasons are evidence, never a restated score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model.features import FeatureState
+
+#: Statistics with the direction that looks like harvesting (+1: high is suspicious).
+STAT_NAMES: tuple[str, ...] = (
+    "share_elicitation",
+    "share_rubric",
+    "share_answer_format",
+    "share_template",
+    "share_near_duplicate",
+    "mean_max_tokens",
+    "events_per_active_hour",
+    "topics_covered",
+    "share_long_document",
+    "round_the_clock",
+)
+
+
+def account_stats(state: FeatureState) -> dict[str, float]:
+    """The reviewer-facing statistics of an account, from its feature state."""
+    n = max(state.n, 1)
+    c = state.counts
+    span_h = max((state.last_ts - state.first_ts) / 3600.0, 0.0) if state.n > 1 else 0.0
+    reused_heads = sum(v for v in state.head_keys.values() if v >= 2)
+    reused_tails = sum(v for v in state.tail_keys.values() if v >= 2)
+    return {
+        "n_events": float(state.n),
+        "share_elicitation": c["elicitation"] / n,
+        "share_rubric": c["rubric"] / n,
+        "share_answer_format": c["answer_format"] / n,
+        "share_template": c["template"] / n,
+        "n_templates": float(
+            max(
+                sum(1 for v in state.head_keys.values() if v >= 2),
+                sum(1 for v in state.tail_keys.values() if v >= 2),
+            )
+        ),
+        "template_prompts": float(max(reused_heads, reused_tails)),
+        "share_near_duplicate": c["near_dup"] / n,
+        "mean_max_tokens": c["max_tokens_sum"] / c["n_max_tokens"] if c["n_max_tokens"] else 0.0,
+        "events_per_active_hour": state.n / max(span_h, 1.0),
+        "span_hours": span_h,
+        "topics_covered": float((state.topic_counts > 0).sum()),
+        "n_topics": float(len(state.topic_counts)),
+        "share_long_document": c["long"] / n,
+        "round_the_clock": 1.0 - math.hypot(state.hour_cos, state.hour_sin) / n
+        if state.n >= 10
+        else 0.0,
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _describe(name: str, s: Mapping[str, float]) -> str:
+    n = int(s["n_events"])
+    if name == "share_elicitation":
+        return f"chain-of-thought / reasoning elicitation in {_pct(s[name])} of {n} prompts"
+    if name == "share_rubric":
+        return f"grading / rubric requests in {_pct(s[name])} of prompts"
+    if name == "share_answer_format":
+        return f"fixed answer-format demands (final answer, JSON, \\boxed) in {_pct(s[name])} of prompts"
+    if name == "share_template":
+        return (
+            f"{int(s['n_templates'])} prompt wrappers reused across "
+            f"{int(s['template_prompts'])} of {n} prompts"
+        )
+    if name == "share_near_duplicate":
+        return f"{_pct(s[name])} of prompts near-duplicate an earlier prompt of the account"
+    if name == "mean_max_tokens":
+        return f"requests long outputs: mean max_tokens {s[name]:,.0f}"
+    if name == "events_per_active_hour":
+        return f"{n} prompts in {s['span_hours']:.1f} h ({s[name]:.0f} per hour)"
+    if name == "topics_covered":
+        return f"prompts span {int(s[name])} of {int(s['n_topics'])} topic clusters"
+    if name == "share_long_document":
+        return f"long documents (> 3,000 chars) in {_pct(s[name])} of prompts"
+    if name == "round_the_clock":
+        return "activity spread around the clock, not in one person's waking hours"
+    raise KeyError(name)
+
+
+@dataclass
+class OrganicReference:
+    """Quantiles (0..100) of each statistic over organic training accounts."""
+
+    quantiles: dict[str, list[float]]
+
+    @classmethod
+    def fit(cls, stats: list[dict[str, float]]) -> OrganicReference:
+        if not stats:
+            raise ValueError("need organic accounts to build the reference")
+        q = np.linspace(0, 100, 101)
+        return cls(
+            {k: np.percentile([s[k] for s in stats], q).round(6).tolist() for k in STAT_NAMES}
+        )
+
+    def percentile(self, name: str, value: float) -> float:
+        """Share of organic accounts with a value below ``value`` (0..1)."""
+        qs = self.quantiles[name]
+        return float(np.searchsorted(qs, value, side="left")) / len(qs)
+
+    def reasons(self, s: Mapping[str, float], limit: int = 4, min_pct: float = 0.95) -> list[str]:
+        """Statistics in the organic tail, rarest first, as sentences a reviewer can check."""
+        ranked = []
+        for name in STAT_NAMES:
+            value = s[name]
+            if value <= 0:
+                continue
+            pct = self.percentile(name, value)
+            if pct >= min_pct and value > self.quantiles[name][50]:
+                ranked.append((pct, name))
+        ranked.sort(key=lambda x: -x[0])
+        out = []
+        for pct, name in ranked[:limit]:
+            p95 = self.quantiles[name][95]
+            ref = _pct(p95) if name.startswith("share_") else f"{p95:,.1f}"
+            tail = "above every organic account" if pct >= 1.0 else f"organic p95: {ref}"
+            out.append(f"{_describe(name, s)} ({tail})")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"quantiles": self.quantiles}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OrganicReference:
+        return cls({k: list(v) for k, v in d["quantiles"].items()})

@@ -1,0 +1,342 @@
+"""The scorer: a trained detector applied to accounts, in batch or one event at a time.
+
+What it knows: how the pieces of a trained model fit together at scoring time —
+embeddings (cached) → causal features → sequence network → calibrated per-event
+probabilities → account score, ``first_flag_event`` and reasons. It also keeps the
+per-account online state (:class:`AccountState`) that the service stores, so that a new
+event costs one step of the network, not a re-score of the account's history.
+
+What it does not know: how the model was trained, files (see ``model/model_dir.py``),
+HTTP. Fleets are applied on top by ``model.fleet`` where a model carries a fleet judge.
+
+Example::
+
+    detector = load_model()            # the shipped model
+    scores = detector.score_table(read_events("events.jsonl"))
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from model.events import AccountEvents, EventTable
+from model.features import FeatureExtractor, FeatureState
+from model.network import SequenceDetector, StreamState
+from model.reasons import OrganicReference, account_stats
+
+
+class TextEncoder(Protocol):
+    """What the scorer needs of an embedder (``model.embedder.Embedder`` or a fake)."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def identity(self) -> str: ...
+
+    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray: ...
+
+
+@dataclass
+class AccountScore:
+    """One account's score, in the contract's score-output shape."""
+
+    account_id: str
+    score: float
+    flagged: bool
+    n_events: int
+    first_flag_event: int | None
+    fleet_id: str | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "score": round(float(self.score), 6),
+            "flagged": bool(self.flagged),
+            "n_events": int(self.n_events),
+            "first_flag_event": self.first_flag_event,
+            "fleet_id": self.fleet_id,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass
+class AccountState:
+    """Online state of one account: bounded, whatever the length of its history."""
+
+    features: FeatureState
+    net: StreamState
+    n_events: int = 0
+    first_flag_event: int | None = None
+    last_prob: float = 0.0
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        feats = np.frombuffer(self.features.to_bytes(), dtype=np.uint8)
+        np.savez(
+            buf,
+            features=feats,
+            hidden=self.net.hidden.numpy(),
+            ev_max=self.net.ev_max.numpy(),
+            ev_sum=self.net.ev_sum.numpy(),
+            count=self.net.count.numpy(),
+            scalars=np.array(
+                [self.n_events, -1 if self.first_flag_event is None else self.first_flag_event,
+                 self.last_prob],
+                dtype=np.float64,
+            ),
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AccountState:
+        z = np.load(io.BytesIO(data), allow_pickle=False)
+        n_events, first_flag, last_prob = z["scalars"].tolist()
+        return cls(
+            features=FeatureState.from_bytes(z["features"].tobytes()),
+            net=StreamState(
+                hidden=torch.from_numpy(z["hidden"]),
+                ev_max=torch.from_numpy(z["ev_max"]),
+                ev_sum=torch.from_numpy(z["ev_sum"]),
+                count=torch.from_numpy(z["count"]),
+            ),
+            n_events=int(n_events),
+            first_flag_event=None if first_flag < 0 else int(first_flag),
+            last_prob=float(last_prob),
+        )
+
+
+@dataclass
+class Calibration:
+    """Platt scaling of network logits: ``p = sigmoid(a * logit + b)``."""
+
+    a: float = 1.0
+    b: float = 0.0
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        z = np.clip(self.a * np.asarray(logits, dtype=np.float64) + self.b, -40, 40)
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def to_dict(self) -> dict[str, float]:
+        return {"a": self.a, "b": self.b}
+
+
+@dataclass
+class AccountTrace:
+    """Per-event online probabilities of one account (for evaluation and time to detection)."""
+
+    account_id: str
+    probs: np.ndarray  # (T,)
+    state: FeatureState
+
+
+class Detector:
+    """A trained detector: everything needed to score accounts (see ``model_dir.load_model``)."""
+
+    def __init__(
+        self,
+        *,
+        network: SequenceDetector,
+        extractor: FeatureExtractor,
+        embedder: TextEncoder,
+        calibration: Calibration,
+        threshold: float,
+        reference: OrganicReference,
+        meta: dict[str, Any] | None = None,
+        fleet_model: Any | None = None,
+    ):
+        self.network = network.eval()
+        self.extractor = extractor
+        self.embedder = embedder
+        self.calibration = calibration
+        self.threshold = float(threshold)
+        self.reference = reference
+        self.meta = meta or {}
+        self.fleet_model = fleet_model
+
+    # ------------------------------------------------------------------ batch
+
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        return self.embedder.encode(list(texts), progress=progress)
+
+    def trace(self, account: AccountEvents, embeddings: np.ndarray | None = None) -> AccountTrace:
+        """Per-event calibrated probabilities of one account."""
+        return next(self.trace_many([account], None if embeddings is None else [embeddings]))
+
+    def trace_many(
+        self,
+        accounts: Sequence[AccountEvents],
+        embeddings: Sequence[np.ndarray] | None = None,
+        batch_size: int = 32,
+    ) -> Iterator[AccountTrace]:
+        """Per-event probabilities for many accounts, networks run in length-sorted batches."""
+        if embeddings is None:
+            embeddings = self._embed_accounts(accounts)
+        feats = [self.extractor.transform(a, e) for a, e in zip(accounts, embeddings, strict=True)]
+        order = sorted(range(len(accounts)), key=lambda i: len(accounts[i]))
+        probs: dict[int, np.ndarray] = {}
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            logits = self._logits([embeddings[i] for i in idx], [feats[i][0] for i in idx])
+            for i, lg in zip(idx, logits, strict=True):
+                probs[i] = self.calibration(lg)
+        for i, acc in enumerate(accounts):
+            yield AccountTrace(acc.account_id, probs[i], feats[i][1])
+
+    def _embed_accounts(self, accounts: Sequence[AccountEvents]) -> list[np.ndarray]:
+        texts = [p for a in accounts for p in a.prompts]
+        all_emb = self.embed(texts)
+        out, pos = [], 0
+        for a in accounts:
+            out.append(all_emb[pos : pos + len(a)])
+            pos += len(a)
+        return out
+
+    @torch.no_grad()
+    def _logits(self, embs: Sequence[np.ndarray], feats: Sequence[np.ndarray]) -> list[np.ndarray]:
+        lengths = [len(e) for e in embs]
+        t_max = max(lengths)
+        b = len(embs)
+        e_pad = np.zeros((b, t_max, embs[0].shape[1]), dtype=np.float32)  # (B, T, D)
+        f_pad = np.zeros((b, t_max, feats[0].shape[1]), dtype=np.float32)  # (B, T, F)
+        for i, (e, f) in enumerate(zip(embs, feats, strict=True)):
+            e_pad[i, : len(e)] = e
+            f_pad[i, : len(f)] = f
+        logits, _ = self.network(torch.from_numpy(e_pad), torch.from_numpy(f_pad))
+        lg = logits.numpy()
+        return [lg[i, :n] for i, n in enumerate(lengths)]
+
+    def account_score(self, trace: AccountTrace) -> AccountScore:
+        probs = trace.probs
+        above = np.flatnonzero(probs >= self.threshold)
+        score = float(probs[-1])
+        flagged = score >= self.threshold
+        return AccountScore(
+            account_id=trace.account_id,
+            score=score,
+            flagged=flagged,
+            n_events=len(probs),
+            first_flag_event=int(above[0]) + 1 if len(above) else None,
+            reasons=self.reasons(trace.state) if flagged else [],
+        )
+
+    def reasons(self, state: FeatureState) -> list[str]:
+        return self.reference.reasons(account_stats(state))
+
+    def score_accounts(
+        self, accounts: Sequence[AccountEvents], embeddings: Sequence[np.ndarray] | None = None
+    ) -> list[AccountScore]:
+        return [self.account_score(t) for t in self.trace_many(accounts, embeddings)]
+
+    def iter_traces(
+        self, table: EventTable, progress: bool = False, chunk_events: int = 20_000
+    ) -> Iterator[tuple[AccountEvents, np.ndarray, AccountTrace]]:
+        """(account, embeddings, trace) for every account, embedding chunk by chunk.
+
+        Memory stays bounded: accounts are gathered into chunks of about ``chunk_events``
+        events; each chunk's prompts are embedded at once (the cache collapses repeats).
+        """
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(table), unit="ev", desc="scoring", disable=not progress)
+        chunk: list[AccountEvents] = []
+        size = 0
+
+        def flush() -> Iterator[tuple[AccountEvents, np.ndarray, AccountTrace]]:
+            embs = self._embed_accounts(chunk)
+            for acc, emb, tr in zip(chunk, embs, self.trace_many(chunk, embs), strict=True):
+                yield acc, emb, tr
+            bar.update(sum(len(a) for a in chunk))
+
+        for acc in table.accounts():
+            chunk.append(acc)
+            size += len(acc)
+            if size >= chunk_events:
+                yield from flush()
+                chunk, size = [], 0
+        if chunk:
+            yield from flush()
+        bar.close()
+
+    def score_table(self, table: EventTable, progress: bool = False) -> list[AccountScore]:
+        """Score every account of ``table`` (fleets applied when the model carries them)."""
+        scores: list[AccountScore] = []
+        fleet_inputs = []
+        for acc, emb, tr in self.iter_traces(table, progress=progress):
+            scores.append(self.account_score(tr))
+            if self.fleet_model is not None:
+                fleet_inputs.append((acc, emb, tr))
+        if self.fleet_model is not None and fleet_inputs:
+            scores = self.fleet_model.apply(self, fleet_inputs, scores)
+        return scores
+
+    # ------------------------------------------------------------------ online
+
+    def new_state(self) -> AccountState:
+        return AccountState(features=self.extractor.new_state(), net=self.network.initial_state(1))
+
+    @torch.no_grad()
+    def update(
+        self, state: AccountState | None, account: AccountEvents, embeddings: np.ndarray | None = None
+    ) -> tuple[AccountState, AccountScore]:
+        """Extend an account's state by its NEW events only and return its updated score."""
+        state = state if state is not None else self.new_state()
+        if len(account) == 0:
+            raise ValueError("update needs at least one new event")
+        if embeddings is None:
+            embeddings = self.embed(account.prompts)
+        feats, fstate = self.extractor.transform(account, embeddings, state.features)
+        logits, net_state = self.network(
+            torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).unsqueeze(0),
+            torch.from_numpy(feats).unsqueeze(0),
+            state.net,
+        )
+        probs = self.calibration(logits[0].numpy())
+        first = state.first_flag_event
+        if first is None:
+            above = np.flatnonzero(probs >= self.threshold)
+            if len(above):
+                first = state.n_events + int(above[0]) + 1
+        new = AccountState(
+            features=fstate,
+            net=net_state,
+            n_events=state.n_events + len(account),
+            first_flag_event=first,
+            last_prob=float(probs[-1]),
+        )
+        return new, self.score_state(account.account_id, new)
+
+    def score_state(self, account_id: str, state: AccountState) -> AccountScore:
+        flagged = state.last_prob >= self.threshold
+        return AccountScore(
+            account_id=account_id,
+            score=state.last_prob,
+            flagged=flagged,
+            n_events=state.n_events,
+            first_flag_event=state.first_flag_event,
+            reasons=self.reasons(state.features) if flagged else [],
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Version, threshold, training summary and metrics (what ``GET /v1/model`` answers)."""
+        return {
+            "version": self.meta.get("version"),
+            "threshold": self.threshold,
+            "target_fpr": self.meta.get("target_fpr"),
+            "embedder": self.embedder.identity,
+            "training": self.meta.get("training", {}),
+            "metrics": self.meta.get("metrics", {}),
+            "created": self.meta.get("created"),
+        }
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(x, 40.0), -40.0)))

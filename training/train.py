@@ -1,0 +1,283 @@
+"""Training a detector: events + labels → a self-contained model directory.
+
+What it knows: the stages and their order — embed (cached) → leak-free split → topic
+prototypes → features → Lightning fit with early stopping → Platt calibration and the
+operating threshold on validation → organic reference for reasons → fleet judge → save.
+What it does not know: how the network or features work inside.
+
+Example::
+
+    detector, report = train(read_events("events.jsonl"), read_labels("labels.jsonl")[0],
+                             embedder, TrainConfig(), out="my_model")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import logit
+
+from model.events import EventTable
+from model.features import FeatureConfig, FeatureExtractor, fit_topic_centroids
+from model.model_dir import save_model
+from model.network import NetworkConfig, SequenceDetector
+from model.reasons import OrganicReference, account_stats
+from model.scorer import Calibration, Detector, TextEncoder
+from training.dataset import (
+    AccountExample,
+    SequenceDataset,
+    build_examples,
+    collate,
+    embed_table,
+    group_split,
+    join_labels,
+)
+from training.labels import Label
+from training.metrics import detection_metrics, threshold_at_fpr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (saved in the model directory)."""
+
+    seed: int = 0
+    val_fraction: float = 0.25
+    target_fpr: float = 0.01
+    max_epochs: int = 40
+    patience: int = 6
+    batch_size: int = 32
+    max_len: int = 512
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    last_weight: float = 1.0
+    n_topics: int = 32
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    fleets: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"TrainConfig.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 < self.target_fpr < 0.5:
+            raise ValueError(f"TrainConfig.target_fpr must be in (0, 0.5), got {self.target_fpr}")
+        for name in ("max_epochs", "batch_size", "max_len", "n_topics"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1")
+        if self.patience < 0 or self.lr <= 0:
+            raise ValueError("TrainConfig.patience must be >= 0 and lr > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return d
+
+
+def _fit_network(
+    train_ex: list[AccountExample],
+    val_ex: list[AccountExample],
+    config: TrainConfig,
+    progress: bool,
+) -> SequenceDetector:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from torch.utils.data import DataLoader
+
+    from training.lightning_module import LitDetector
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    n_pos = sum(e.label for e in train_ex)
+    n_neg = len(train_ex) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("training needs both organic (0) and harvesting (1) accounts")
+    net_cfg = NetworkConfig(
+        **{
+            **config.network.to_dict(),
+            "embed_dim": train_ex[0].emb.shape[1],
+            "n_features": train_ex[0].feats.shape[1],
+        }
+    )
+    lit = LitDetector(
+        net_cfg.to_dict(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        pos_weight=n_neg / n_pos,
+        last_weight=config.last_weight,
+    )
+    gen = torch.Generator().manual_seed(config.seed)
+    train_dl = DataLoader(
+        SequenceDataset(train_ex, config.max_len),
+        batch_size=config.batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        generator=gen,
+    )
+    val_dl = DataLoader(
+        SequenceDataset(val_ex, config.max_len),
+        batch_size=config.batch_size * 2,
+        collate_fn=collate,
+    )
+    ckpt = ModelCheckpoint(monitor="val_loss", mode="min", save_top_k=1, save_weights_only=True)
+    trainer = L.Trainer(
+        max_epochs=config.max_epochs,
+        accelerator="cpu",
+        deterministic=True,
+        callbacks=[EarlyStopping("val_loss", patience=config.patience, mode="min"), ckpt],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        logger=False,
+        default_root_dir=None,
+        gradient_clip_val=1.0,
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt.dirpath = tmp
+        trainer.fit(lit, train_dl, val_dl)
+        if ckpt.best_model_path:
+            best = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)
+            lit.load_state_dict(best["state_dict"])
+    net: SequenceDetector = lit.net.eval()
+    return net
+
+
+def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> Calibration:
+    """Platt scaling fitted on validation logits of the accounts' last positions."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=100.0)
+    lr.fit(np.asarray(logits).reshape(-1, 1), labels)
+    return Calibration(a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+
+
+def train(
+    table: EventTable,
+    labels: dict[str, Label],
+    embedder: TextEncoder,
+    embed_config: dict[str, Any],
+    config: TrainConfig | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[Detector, dict[str, Any]]:
+    """Train a detector; if ``out`` is given, save it there. Returns (detector, report)."""
+    config = config or TrainConfig()
+    accounts, labs, join_counts = join_labels(table, labels)
+    if len(accounts) < 10:
+        raise ValueError(f"only {len(accounts)} labelled accounts have events; need at least 10")
+    log.info("embedding %d events (%d accounts)", len(table), len(accounts))
+    embeddings = embed_table(table, embedder, progress=progress)
+    tr_idx, va_idx = group_split(labs, config.val_fraction, config.seed)
+    rng = np.random.default_rng(config.seed)
+    train_vecs = np.concatenate([embeddings[accounts[i].account_id] for i in tr_idx])
+    sample = train_vecs[rng.choice(len(train_vecs), min(len(train_vecs), 50_000), replace=False)]
+    topics = fit_topic_centroids(sample.astype(np.float32), k=config.n_topics, seed=config.seed)
+    extractor = FeatureExtractor(config.features, topics)
+    examples = build_examples(accounts, labs, embeddings, extractor)
+    train_ex = [examples[i] for i in tr_idx]
+    val_ex = [examples[i] for i in va_idx]
+    net = _fit_network(train_ex, val_ex, config, progress)
+
+    reference = OrganicReference.fit([account_stats(e.state) for e in train_ex if e.label == 0])
+    detector = Detector(
+        network=net,
+        extractor=extractor,
+        embedder=embedder,
+        calibration=Calibration(),
+        threshold=0.5,
+        reference=reference,
+    )
+    val_accounts = [accounts[i] for i in va_idx]
+    val_embs = [examples[i].emb.astype(np.float32) for i in va_idx]
+    traces = list(detector.trace_many(val_accounts, val_embs))
+    raw_last = logit(np.clip([t.probs[-1] for t in traces], 1e-12, 1 - 1e-12))
+    y_val = np.array([e.label for e in val_ex])
+    detector.calibration = fit_calibration(raw_last, y_val)
+    # calibrated per-event probabilities for the threshold and first_flag figures
+    traces = list(detector.trace_many(val_accounts, val_embs))
+    val_scores = np.array([t.probs[-1] for t in traces])
+    detector.threshold = threshold_at_fpr(val_scores[y_val == 0], config.target_fpr)
+    first = [detector.account_score(t).first_flag_event for t in traces]
+    val_metrics = detection_metrics(
+        val_scores, y_val, [e.kind for e in val_ex], detector.threshold, first
+    )
+
+    if config.fleets:
+        from model.fleet import FleetModel
+
+        detector.fleet_model = FleetModel.fit_from_training(detector, accounts, labs, embeddings)
+
+    kinds: dict[str, int] = {}
+    for lab in labs:
+        kinds[lab.kind or str(lab.label)] = kinds.get(lab.kind or str(lab.label), 0) + 1
+    detector.meta = {
+        "version": datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
+        "target_fpr": config.target_fpr,
+        "training": {
+            "n_events": len(table),
+            "n_accounts": len(accounts),
+            "n_train_accounts": len(tr_idx),
+            "n_val_accounts": len(va_idx),
+            "kinds": kinds,
+            **join_counts,
+            "config": config.to_dict(),
+        },
+        "metrics": {"validation": val_metrics},
+    }
+    report = {"validation": val_metrics, "training": detector.meta["training"]}
+    if out is not None:
+        save_model(
+            detector,
+            out,
+            embed_config=embed_config,
+            metrics=report,
+            card=model_card(detector, report),
+        )
+    return detector, report
+
+
+def model_card(detector: Detector, report: dict[str, Any], extra: str = "") -> str:
+    """The model directory's README.md: what it is, how it was made, what it scores."""
+    v = report.get("validation", {})
+    tr = report.get("training", {})
+
+    def fmt(x: Any) -> str:
+        return "n/a" if x is None else (f"{x:.4f}" if isinstance(x, float) else str(x))
+
+    lines = [
+        "# distillwatch detector",
+        "",
+        f"- version: `{detector.meta.get('version')}`",
+        f"- embedder: `{detector.embedder.identity}`",
+        f"- operating threshold: {detector.threshold:.6f} (target FPR {detector.meta.get('target_fpr')}"
+        " on validation organic accounts)",
+        f"- trained on {tr.get('n_train_accounts')} accounts, validated on {tr.get('n_val_accounts')}"
+        f" ({tr.get('n_events')} events); kinds: {tr.get('kinds')}",
+        "",
+        "## Validation (campaign-disjoint split of the training data)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key in (
+        "auroc",
+        "pr_auc",
+        "recall_at_1pct_fpr",
+        "recall_at_0.1pct_fpr",
+        "recall_at_threshold",
+        "fpr_at_threshold",
+    ):
+        lines.append(f"| {key} | {fmt(v.get(key))} |")
+    ff = v.get("first_flag_event") or {}
+    lines.append(
+        f"| first_flag_event median / p90 | {fmt(ff.get('median'))} / {fmt(ff.get('p90'))} |"
+    )
+    lines += ["", extra, ""]
+    return "\n".join(lines)
