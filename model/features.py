@@ -25,15 +25,7 @@ from typing import Any
 import numpy as np
 
 from model.events import AccountEvents
-from model.lexicon import (
-    CODE_RE,
-    ELICITATION_RE,
-    FORMAT_RE,
-    MATH_RE,
-    RUBRIC_RE,
-    SCRIPT_AGENT_RE,
-    scan_text,
-)
+from model.lexicon import CODE, ELICITATION, FORMAT, MATH, RUBRIC, SCRIPT_AGENT_RE, scan_text
 
 FEATURE_NAMES: tuple[str, ...] = (
     "is_first",
@@ -120,7 +112,7 @@ def wrapper_keys(text: str, n_words: int = 8) -> tuple[int, int] | None:
 
     Two prompts that put different content into the same wrapper share a head or tail key.
     """
-    words = _WORD_RE.findall(_NUM_RE.sub("0", scan_text(text).lower()))
+    words = _WORD_RE.findall(_NUM_RE.sub("0", scan_text(text)))
     if len(words) < 3 * n_words:
         return None
     return stable_hash(("h", *words[:n_words])), stable_hash(("t", *words[-n_words:]))
@@ -140,11 +132,11 @@ class TextFlags:
     def of(cls, text: str) -> TextFlags:
         s = scan_text(text)
         return cls(
-            elicitation=ELICITATION_RE.search(s) is not None,
-            rubric=RUBRIC_RE.search(s) is not None,
-            answer_format=FORMAT_RE.search(s) is not None,
-            code=CODE_RE.search(s) is not None,
-            math=MATH_RE.search(s) is not None,
+            elicitation=ELICITATION.search(s),
+            rubric=RUBRIC.search(s),
+            answer_format=FORMAT.search(s),
+            code=CODE.search(s),
+            math=MATH.search(s),
         )
 
 
@@ -179,7 +171,8 @@ class FeatureState:
             self.topic_counts = np.zeros(self.n_topics, dtype=np.float64)
         self.recent_log_gaps = deque(self.recent_log_gaps, maxlen=self.config.gap_window)
         for key in ("elicitation", "rubric", "answer_format", "template", "near_dup",
-                    "log_max_tokens", "n_max_tokens", "long", "code", "math", "max_tokens_sum"):
+                    "log_max_tokens", "n_max_tokens", "long", "code", "math", "max_tokens_sum",
+                    "topics_covered", "topic_clogc"):
             self.counts.setdefault(key, 0.0)
 
 
@@ -342,7 +335,7 @@ class FeatureExtractor:
             sims = s.recent_emb[:k] @ emb  # (k,)
             mx = float(sims.max())
             row[_IDX["max_sim_prev"]] = mx
-            row[_IDX["mean_sim_prev"]] = float(sims.mean())
+            row[_IDX["mean_sim_prev"]] = float(sims.sum()) / k
             near_dup = mx >= cfg.near_duplicate_sim
         row[_IDX["near_duplicate"]] = near_dup
         c["near_dup"] += near_dup
@@ -361,21 +354,27 @@ class FeatureExtractor:
         c["template"] += reused
 
         # topics
-        row[_IDX["topic_new"]] = 1.0 if s.topic_counts[topic] == 0 else 0.0
-        s.topic_counts[topic] += 1
-        covered = int((s.topic_counts > 0).sum())
-        row[_IDX["topics_covered"]] = math.log1p(covered) / math.log1p(self.n_topics)
-        p = s.topic_counts[s.topic_counts > 0] / s.topic_counts.sum()
-        row[_IDX["topic_entropy"]] = float(-(p * np.log(p)).sum()) / math.log(self.n_topics)
+        ct = float(s.topic_counts[topic])
+        if ct == 0:
+            row[_IDX["topic_new"]] = 1.0
+            c["topics_covered"] += 1
+        s.topic_counts[topic] = ct + 1
+        # entropy of topic counts, kept as sum(c log c): H = log N - sum(c log c) / N
+        c["topic_clogc"] += (ct + 1) * math.log(ct + 1) - (ct * math.log(ct) if ct else 0.0)
+        row[_IDX["topics_covered"]] = math.log1p(c["topics_covered"]) / math.log1p(self.n_topics)
+        total = n_prev + 1
+        entropy = max(math.log(total) - c["topic_clogc"] / total, 0.0)
+        row[_IDX["topic_entropy"]] = entropy / math.log(self.n_topics)
 
         # timing
         s.recent_ts.append(ts)
-        rts = s.recent_ts
-        row[_IDX["burst_60s"]] = math.log1p(sum(1 for x in rts if ts - x <= 60.0) - 1) / 5.0
-        row[_IDX["burst_1h"]] = math.log1p(sum(1 for x in rts if ts - x <= 3600.0) - 1) / 6.0
-        if len(s.recent_log_gaps) >= 3:
-            g = np.fromiter(s.recent_log_gaps, dtype=np.float64)
-            row[_IDX["gap_regularity"]] = float(min(g.std() / (abs(g.mean()) + 1e-3), 3.0)) / 3.0
+        row[_IDX["burst_60s"]] = math.log1p(_n_within(s.recent_ts, ts, 60.0)) / 5.0
+        row[_IDX["burst_1h"]] = math.log1p(_n_within(s.recent_ts, ts, 3600.0)) / 6.0
+        g = s.recent_log_gaps
+        if len(g) >= 3:
+            mean = sum(g) / len(g)
+            std = math.sqrt(max(sum(x * x for x in g) / len(g) - mean * mean, 0.0))
+            row[_IDX["gap_regularity"]] = min(std / (abs(mean) + 1e-3), 3.0) / 3.0
         hour = (ts % 86400.0) / 3600.0
         ang = 2.0 * math.pi * hour / 24.0
         row[_IDX["hour_sin"]] = math.sin(ang)
@@ -393,6 +392,16 @@ class FeatureExtractor:
         row[_IDX["share_near_duplicate"]] = c["near_dup"] / n
         row[_IDX["log_position"]] = math.log1p(n) / math.log1p(10_000)
         s.last_ts = ts
+
+
+def _n_within(recent: deque[float], ts: float, seconds: float) -> int:
+    """How many earlier events (of the bounded recent ones) lie within ``seconds`` of ``ts``."""
+    n = 0
+    for x in reversed(recent):
+        if ts - x > seconds:
+            break
+        n += 1
+    return n - 1  # the event itself is already in ``recent``
 
 
 def fit_topic_centroids(embeddings: np.ndarray, k: int = 32, seed: int = 0) -> np.ndarray:

@@ -18,7 +18,6 @@ _FLAGS = re.IGNORECASE
 
 ELICITATION_PATTERNS: tuple[str, ...] = (
     r"step[- ]by[- ]step",
-    r"\bstep(?:s)? (?:one|1)\b.*\bstep",
     r"show (?:all )?(?:your|the) (?:work|working|steps|reasoning|derivation)",
     r"explain (?:your|the|each|every) (?:reasoning|thinking|thought process|logic|steps?)",
     r"(?:reason|think) (?:it )?(?:through|carefully|aloud|out loud|step)",
@@ -52,7 +51,7 @@ RUBRIC_PATTERNS: tuple[str, ...] = (
     r"\bgrade (?:this|the|each|my|following)",
     r"\bscore (?:this|the|each|from|on a|out of)",
     r"(?:on|using) a (?:scale|score) (?:of|from)",
-    r"\b(?:1|one)\s*(?:-|to|–)\s*(?:5|10|ten|five)\b.*\b(?:scale|score|rate|rating)",
+    r"\b(?:1 ?[-–] ?(?:5|10)|1 to (?:5|10)|one to (?:five|ten))\b",
     r"\brate (?:this|the|each|how)",
     r"\bevaluate (?:the|this|each) (?:answer|response|solution|completion)",
     r"\bwhich (?:answer|response|completion) is (?:better|best|more)",
@@ -83,7 +82,7 @@ CODE_PATTERNS: tuple[str, ...] = (
     r"\bfunction \w+\(",
     r"#include",
     r"\bimport \w+",
-    r"Traceback \(most recent call last\)",
+    r"traceback \(most recent call last\)",
     r"\breturn\b.*;",
     r"[{};]\s*\n",
     r"\bassert \w+\(",
@@ -99,15 +98,45 @@ MATH_PATTERNS: tuple[str, ...] = (
 )
 
 
+class Lexicon:
+    """A compiled pattern set with a cheap substring pre-check (``in`` is much faster than re)."""
+
+    def __init__(self, patterns: tuple[str, ...], triggers: tuple[str, ...] = ()):
+        self.pattern = _compile(patterns)
+        self.triggers = triggers
+
+    def search(self, scanned: str) -> bool:
+        """Whether any pattern matches ``scanned`` (a :func:`scan_text` result)."""
+        if self.triggers and not any(t in scanned for t in self.triggers):
+            return False
+        return self.pattern.search(scanned) is not None
+
+
 def _compile(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{p})" for p in patterns), _FLAGS | re.MULTILINE)
+    # Texts are lower-cased once by ``scan_text``; IGNORECASE would make every search slower.
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.MULTILINE)
 
 
-ELICITATION_RE = _compile(ELICITATION_PATTERNS)
-RUBRIC_RE = _compile(RUBRIC_PATTERNS)
-FORMAT_RE = _compile(FORMAT_PATTERNS)
-CODE_RE = _compile(CODE_PATTERNS)
-MATH_RE = _compile(MATH_PATTERNS)
+# Every pattern of a lexicon contains at least one of its triggers (checked by the tests).
+ELICITATION = Lexicon(
+    ELICITATION_PATTERNS,
+    ("step", "show", "explain", "reason", "think", "chain", "walk", "break", "justif",
+     "rationale", "deriv", "before", "first", "begin", "intermediate", "detailed", "full",
+     "complete", "thorough", "let", "scratch", "how d", "list", "enumerate", "verify", "check",
+     "work", "logical"),
+)
+RUBRIC = Lexicon(
+    RUBRIC_PATTERNS,
+    ("rubric", "grade", "score", "scale", "1", "one", "rate", "evaluate", "which", "critique",
+     "preference", "judge", "correct"),
+)
+FORMAT = Lexicon(
+    FORMAT_PATTERNS,
+    ("boxed", "final answer", "<answer>", "answer", "json", "xml", "yaml", "reasoning",
+     "end with", "conclude with", "finish with", "####"),
+)
+CODE = Lexicon(CODE_PATTERNS)
+MATH = Lexicon(MATH_PATTERNS)
 
 #: Only this much of each end of a prompt is scanned: wrappers sit at the ends, and pasted
 #: documents can be hundreds of kilobytes.
@@ -115,10 +144,10 @@ SCAN_CHARS = 2_000
 
 
 def scan_text(text: str) -> str:
-    """The part of a prompt the lexicons look at (head and tail of long prompts)."""
-    if len(text) <= 2 * SCAN_CHARS:
-        return text
-    return text[:SCAN_CHARS] + "\n" + text[-SCAN_CHARS:]
+    """The part of a prompt the lexicons look at: head and tail of long prompts, lower-cased."""
+    if len(text) > 2 * SCAN_CHARS:
+        text = text[:SCAN_CHARS] + "\n" + text[-SCAN_CHARS:]
+    return text.lower()
 
 
 SCRIPT_AGENT_RE = re.compile(
