@@ -122,7 +122,7 @@ ELICITATION = Lexicon(
     ELICITATION_PATTERNS,
     ("step", "show", "explain", "reason", "think", "chain", "walk", "break", "justif",
      "rationale", "deriv", "before", "first", "begin", "intermediate", "detailed", "full",
-     "complete", "thorough", "let", "scratch", "how d", "list", "enumerate", "verify", "check",
+     "complete", "thorough", "let", "scratch", "how", "list", "enumerate", "verify", "check",
      "work", "logical"),
 )
 RUBRIC = Lexicon(

@@ -1,0 +1,52 @@
+"""The sequence network is causal and its carried state reproduces a full pass."""
+
+import pytest
+import torch
+
+from model.network import NetworkConfig, SequenceDetector
+
+
+@pytest.fixture
+def net() -> SequenceDetector:
+    torch.manual_seed(0)
+    return SequenceDetector(NetworkConfig(embed_dim=16, n_features=5, proj_dim=8, hidden=12,
+                                          evidence_dim=4, dropout=0.0)).eval()
+
+
+def test_future_events_do_not_change_past_logits(net: SequenceDetector) -> None:
+    emb, feats = torch.randn(1, 20, 16), torch.randn(1, 20, 5)
+    base, _ = net(emb, feats)
+    emb2, feats2 = emb.clone(), feats.clone()
+    emb2[:, 12:] = torch.randn(1, 8, 16)
+    feats2[:, 12:] = torch.randn(1, 8, 5)
+    changed, _ = net(emb2, feats2)
+    assert torch.allclose(base[:, :12], changed[:, :12], atol=1e-6)
+    assert not torch.allclose(base[:, 12:], changed[:, 12:])
+
+
+def test_carried_state_equals_one_pass(net: SequenceDetector) -> None:
+    emb, feats = torch.randn(1, 30, 16), torch.randn(1, 30, 5)
+    full, _ = net(emb, feats)
+    state = None
+    parts = []
+    for a, b in ((0, 1), (1, 7), (7, 30)):
+        lg, state = net(emb[:, a:b], feats[:, a:b], state)
+        parts.append(lg)
+    assert torch.allclose(full, torch.cat(parts, dim=1), atol=1e-5)
+
+
+def test_padding_does_not_leak_into_valid_positions_or_state(net: SequenceDetector) -> None:
+    emb, feats = torch.randn(2, 10, 16), torch.randn(2, 10, 5)
+    lengths = torch.tensor([10, 6])
+    batched, state = net(emb, feats, lengths=lengths)
+    alone, alone_state = net(emb[1:, :6], feats[1:, :6])
+    assert torch.allclose(batched[1, :6], alone[0], atol=1e-5)
+    assert torch.allclose(state.hidden[:, 1], alone_state.hidden[:, 0], atol=1e-5)
+    assert torch.allclose(state.count[1], torch.tensor(6.0))
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="hidden"):
+        NetworkConfig(hidden=0)
+    with pytest.raises(ValueError, match="dropout"):
+        NetworkConfig(dropout=1.5)
