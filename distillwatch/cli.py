@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-sources", default="",
                    help="comma-separated corpus source prefixes to leave out (e.g. gsm8k,bbh)")
     p.add_argument("--only-sources", default="",
-                   help="comma-separated corpus source prefixes to use exclusively for probes")
+                   help="comma-separated corpus source prefixes to use exclusively")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("train", help="train a detector into a model directory")
     p.add_argument("--events", required=True, type=Path, nargs="+")
@@ -126,8 +127,9 @@ def cmd_simulate(a: argparse.Namespace) -> None:
     if a.exclude_sources:
         kwargs["exclude_sources"] = tuple(s for s in a.exclude_sources.split(",") if s)
     if a.only_sources:
-        kwargs["only_sources"] = tuple(s for s in a.only_sources.split(",") if s)
-    sim = run_simulate(a.accounts, a.seed, a.out, corpora_dir=a.corpora, **kwargs)
+        kwargs["include_sources"] = tuple(s for s in a.only_sources.split(",") if s)
+    sim = run_simulate(a.accounts, a.seed, a.out, corpora_dir=a.corpora, progress=not a.quiet,
+                       **kwargs)
     print(f"wrote {len(sim.events)} events of {len(sim.labels)} accounts to {a.out}")
 
 

@@ -36,11 +36,27 @@ class EvalRows:
 
     def to_records(self) -> list[dict[str, Any]]:
         return [
-            {"account_id": a, "score": s, "label": y, "kind": k, "campaign": c,
-             "first_flag_event": f, "fleet_id": fl, "n_events": len(t)}
+            {
+                "account_id": a,
+                "score": s,
+                "label": y,
+                "kind": k,
+                "campaign": c,
+                "first_flag_event": f,
+                "fleet_id": fl,
+                "n_events": len(t),
+            }
             for a, s, y, k, c, f, fl, t in zip(
-                self.account_ids, self.scores, self.labels, self.kinds, self.campaigns,
-                self.first_flag, self.fleet_ids, self.traces, strict=True)
+                self.account_ids,
+                self.scores,
+                self.labels,
+                self.kinds,
+                self.campaigns,
+                self.first_flag,
+                self.fleet_ids,
+                self.traces,
+                strict=True,
+            )
         ]
 
 

@@ -8,16 +8,22 @@ from training.labels import read_labels
 
 def test_reads_labels(tmp_path) -> None:
     p = tmp_path / "labels.jsonl"
-    p.write_text('{"account_id": "a", "label": 1, "campaign": "c-1", "kind": "cot_harvest"}\n'
-                 '{"account_id": "b", "label": 0}\n')
+    p.write_text(
+        '{"account_id": "a", "label": 1, "campaign": "c-1", "kind": "cot_harvest"}\n'
+        '{"account_id": "b", "label": 0}\n'
+    )
     labels, stats = read_labels(p)
     assert labels["a"].campaign == "c-1" and labels["b"].label == 0 and stats.n_read == 2
 
 
 @pytest.mark.parametrize(
     ("line", "field"),
-    [('{"account_id": "a", "label": 2}', "label"), ('{"label": 1}', "account_id"),
-     ('{"account_id": "a", "label": 1, "kind": 3}', "kind"), ('{"account_id": "a", "label": true}', "label")],
+    [
+        ('{"account_id": "a", "label": 2}', "label"),
+        ('{"label": 1}', "account_id"),
+        ('{"account_id": "a", "label": 1, "kind": 3}', "kind"),
+        ('{"account_id": "a", "label": true}', "label"),
+    ],
 )
 def test_bad_label_names_line_and_field(tmp_path, line: str, field: str) -> None:
     p = tmp_path / "labels.jsonl"

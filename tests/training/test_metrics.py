@@ -23,8 +23,9 @@ def test_recall_and_per_kind() -> None:
     scores = np.array([0.1, 0.2, 0.3, 0.9, 0.95, 0.25])
     labels = np.array([0, 0, 0, 1, 1, 1])
     assert recall_at_fpr(scores, labels, 0.01) == pytest.approx(2 / 3)
-    m = detection_metrics(scores, labels, ["o", "o", "o", "h", "h", "slow"], 0.5,
-                          [None, None, None, 3, 40, None])
+    m = detection_metrics(
+        scores, labels, ["o", "o", "o", "h", "h", "slow"], 0.5, [None, None, None, 3, 40, None]
+    )
     assert m["auroc"] == pytest.approx(8 / 9)
     assert m["per_kind"]["slow"]["recall_at_threshold"] == 0
     assert m["per_kind"]["o"]["fpr_at_threshold"] == 0

@@ -1,0 +1,257 @@
+"""The scoring service: the detector, the account store and the rules that join them.
+
+What it knows: how one ingest request becomes stored state — events grouped by account,
+each group sorted by time, every new prompt of the request embedded in ONE call, each
+touched account's stored state extended by its NEW events only, and all new states
+written in ONE durable transaction before the answer is built. Events older than an
+account's last stored event are accepted and processed in arrival order (after what the
+account has already seen); they are counted in ``distillwatch_late_events_total``, never
+dropped. Requests touching the same account are serialized by per-account locks, so two
+concurrent requests cannot lose each other's update.
+
+What it does not know: HTTP (see ``serve/routes.py``), how the detector scores.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+from model.events import AccountEvents, Event
+from model.model_dir import default_model_path, load_model, read_config
+from model.scorer import AccountState, Detector
+from serve.metrics import ServiceMetrics
+from serve.settings import ServiceSettings
+from serve.store import AccountStore, SQLiteAccountStore, StoredAccount, StoreError
+
+log = logging.getLogger(__name__)
+
+ModelStatus = Literal["loading", "ready", "failed"]
+_MODEL_META_KEY = "model_identity"
+
+
+class NotReady(RuntimeError):
+    """The model is still loading (or failed to load)."""
+
+
+class StripedLocks:
+    """A fixed set of locks; an account maps to one, a request takes its accounts' in order."""
+
+    def __init__(self, n: int = 256):
+        self._locks = [threading.Lock() for _ in range(n)]
+
+    @contextmanager
+    def hold(self, keys: Iterable[str]) -> Iterator[None]:
+        n = len(self._locks)
+        idx = sorted({hash(k) % n for k in keys})  # one global order: no deadlock
+        taken = []
+        try:
+            for i in idx:
+                self._locks[i].acquire()
+                taken.append(i)
+            yield
+        finally:
+            for i in reversed(taken):
+                self._locks[i].release()
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    n_events: int
+    score_json: list[bytes]  # one contract score per touched account, first-seen order
+
+    def to_json(self) -> bytes:
+        """The ``EventsResponse`` body, built from the stored JSON (no re-serialization)."""
+        return b'{"n_events":%d,"scores":[%b]}' % (self.n_events, b",".join(self.score_json))
+
+
+def model_identity(config: dict[str, Any]) -> str:
+    """What ties stored states to the model that wrote them."""
+    return f"{config.get('version')}|{config.get('created')}|{config.get('embedder_identity')}"
+
+
+def live_fleets(detector: Detector, store: AccountStore) -> list[dict[str, Any]]:
+    """Current coordinated clusters of the live service (``GET /v1/fleets``).
+
+    The one place the fleet layer plugs in: ``detector.fleet_model`` (``model/fleet.py``)
+    has no method for a live service yet, so there are no clusters to report. Once it has
+    one, call it here with the store and return contract fleet dicts.
+    """
+    del detector, store
+    return []
+
+
+class ScoringService:
+    """The detector and the store of one running service.
+
+    ``open()`` is cheap (reads the model's config, opens the store, checks they belong
+    together); ``load_model()`` is the heavy part and may run in a background thread
+    while ``/healthz`` already answers and ``/readyz`` says 503.
+    """
+
+    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics):
+        self.settings = settings
+        self.metrics = metrics
+        self.model_path: Path = settings.model if settings.model is not None else default_model_path()
+        self.status: ModelStatus = "loading"
+        self.detector: Detector | None = None
+        self.store: AccountStore | None = None
+        self._identity: str | None = None
+        self._locks = StripedLocks()
+        self._embed_lock = threading.Lock()
+        self._loaded = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> None:
+        """Read the model config and open the store; raises on a mismatch (clear message)."""
+        config = read_config(self.model_path)
+        self._identity = model_identity(config)
+        store = SQLiteAccountStore(self.settings.db)
+        stored = store.get_meta(_MODEL_META_KEY)
+        if stored is None or store.count() == 0:
+            store.set_meta(_MODEL_META_KEY, self._identity)
+        elif stored != self._identity:
+            store.close()
+            raise StoreError(
+                f"{self.settings.db} holds account state built by model {stored.split('|')[0]!r}, "
+                f"not by {config.get('version')!r} ({self.model_path}); states of one model "
+                "cannot be continued by another: use a new --db file for this model"
+            )
+        self.store = store
+        self.metrics.accounts.set(store.count())
+        self.metrics.accounts_flagged.set(store.count_flagged())
+        self.metrics.model_ready.set(0)
+
+    def load_model(self, *, raise_errors: bool = False) -> None:
+        """Load the detector (and its indexes) once; sets :attr:`status`."""
+        t0 = time.perf_counter()
+        try:
+            detector = load_model(self.model_path)
+        except Exception:
+            self.status = "failed"
+            log.exception("model failed to load", extra={"model": str(self.model_path)})
+            self._loaded.set()
+            if raise_errors:
+                raise
+            return
+        self.detector = detector
+        info = detector.describe()
+        self.metrics.model_info.info(
+            {
+                "version": str(info.get("version")),
+                "embedder": str(info.get("embedder")),
+                "threshold": f"{detector.threshold:.6g}",
+            }
+        )
+        self.metrics.model_ready.set(1)
+        self.status = "ready"
+        self._loaded.set()
+        log.info(
+            "model loaded",
+            extra={"model": str(self.model_path), "version": info.get("version"),
+                   "seconds": round(time.perf_counter() - t0, 3)},
+        )
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Block until loading ended (ready or failed); True if ready."""
+        self._loaded.wait(timeout)
+        return self.status == "ready"
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def _ready(self) -> tuple[Detector, AccountStore]:
+        if self.detector is None or self.store is None:
+            raise NotReady(self.status)
+        return self.detector, self.store
+
+    # ------------------------------------------------------------------ scoring
+
+    def _embed(self, detector: Detector, prompts: Sequence[str]) -> np.ndarray:
+        with self._embed_lock:  # the embedder and its cache are not assumed thread-safe
+            return detector.embed(prompts)
+
+    def ingest(self, events: Sequence[Event]) -> IngestResult:
+        """Extend every touched account by its new events; durable before it returns."""
+        detector, store = self._ready()
+        if not events:
+            return IngestResult(0, [])
+        groups: dict[str, list[Event]] = {}
+        for ev in events:
+            groups.setdefault(ev.account_id, []).append(ev)
+        accounts = [AccountEvents.from_events(g) for g in groups.values()]  # stable ts sort
+        embeddings = self._embed(detector, [p for a in accounts for p in a.prompts])
+        bounds = np.cumsum([0] + [len(a) for a in accounts])
+
+        now = time.time()
+        records: list[StoredAccount] = []
+        n_new = n_flag_new = n_late = 0
+        flagged_delta = 0
+        with self._locks.hold(groups):
+            previous = store.get_many(list(groups))
+            for i, acc in enumerate(accounts):
+                prev = previous.get(acc.account_id)
+                state = AccountState.from_bytes(prev.state) if prev is not None else None
+                if state is not None and state.n_events:
+                    n_late += int(np.count_nonzero(acc.ts < state.features.last_ts))
+                new_state, score = detector.update(
+                    state, acc, embeddings=embeddings[bounds[i] : bounds[i + 1]]
+                )
+                records.append(
+                    StoredAccount(
+                        account_id=acc.account_id,
+                        state=new_state.to_bytes(),
+                        score_json=orjson.dumps(score.to_dict()).decode(),
+                        n_events=new_state.n_events,
+                        flagged=score.flagged,
+                        updated_at=now,
+                    )
+                )
+                was_flagged = prev is not None and prev.flagged
+                n_new += prev is None
+                n_flag_new += score.flagged and not was_flagged
+                flagged_delta += int(score.flagged) - int(was_flagged)
+            store.put_many(records)
+
+        m = self.metrics
+        m.events_ingested.inc(len(events))
+        m.late_events.inc(n_late)
+        m.accounts.inc(n_new)
+        m.accounts_flagged.inc(flagged_delta)
+        m.flag_transitions.inc(n_flag_new)
+        return IngestResult(len(events), [r.score_json.encode() for r in records])
+
+    def score_stream(self, events: Sequence[Event]) -> dict[str, Any]:
+        """Score one account's whole stream alone; nothing is stored."""
+        detector, _ = self._ready()
+        account = AccountEvents.from_events(events)
+        embeddings = self._embed(detector, account.prompts)
+        (score,) = detector.score_accounts([account], [embeddings])
+        self.metrics.events_scored.inc(len(events))
+        return score.to_dict()
+
+    def account_score_json(self, account_id: str) -> str | None:
+        """The stored score of an account (no model needed), or None if unknown."""
+        if self.store is None:
+            raise NotReady(self.status)
+        return self.store.get_score_json(account_id)
+
+    def fleets(self) -> list[dict[str, Any]]:
+        detector, store = self._ready()
+        return live_fleets(detector, store)
+
+    def model_info(self) -> dict[str, Any]:
+        detector, _ = self._ready()
+        return detector.describe()
