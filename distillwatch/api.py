@@ -77,7 +77,7 @@ def score_frame(model: Detector, events: Any, progress: bool = False) -> Any:
 def fleets(model: Detector, events: Any, progress: bool = False) -> list[Any]:
     """Coordinated-account clusters found in ``events``."""
     if model.fleet_model is None:
-        raise ValueError("this model has no fleet judge; retrain it without --no-fleets")
+        raise ValueError("this model has no fleet judge; retrain it with --fleets")
     return model.fleet_model.find(model, _as_table(events), progress=progress)
 
 

@@ -63,12 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target-fpr", type=float, default=0.01,
                    help="false-positive rate the operating threshold is set for (default 0.01)")
-    p.add_argument("--max-epochs", type=int, default=40)
+    p.add_argument("--max-epochs", type=int, default=25)
     p.add_argument("--val-fraction", type=float, default=0.25)
     p.add_argument("--embedder", default=None,
                    help="sentence-transformers model path or name (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--cache", type=Path, default=None)
-    p.add_argument("--no-fleets", action="store_true", help="do not fit the fleet judge")
+    p.add_argument("--fleets", action="store_true",
+                   help="also fit the fleet judge (links coordinated accounts; experimental)")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("score", help="score every account of an event file")
@@ -138,7 +139,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     from training.train import TrainConfig
 
     cfg = TrainConfig(seed=a.seed, target_fpr=a.target_fpr, max_epochs=a.max_epochs,
-                      val_fraction=a.val_fraction, fleets=not a.no_fleets)
+                      val_fraction=a.val_fraction, fleets=a.fleets)
     table = api.read_events(a.events, on_error=a.on_error)
     _report_skips(table.stats)
     labels = api.read_labels(a.labels, on_error=a.on_error)

@@ -6,12 +6,13 @@ sentence-transformers model) with torch or with ONNX Runtime. What it does not k
 accounts or scores; the sequence model only ever sees the ``(N, dim)`` float32 arrays returned
 by ``encode``.
 
-Three encoders share one interface (:class:`TextEncoder`: ``encode``, ``dim``, ``identity``):
+Two encoders share one interface (:class:`TextEncoder`: ``encode``, ``dim``, ``identity``):
 
 * :class:`Embedder`: the real model, loaded lazily on the first ``encode``;
 * :class:`HashingEmbedder`: a deterministic, dependency-free fake (hashed words, word pairs
   and character 4-grams, randomly projected) for hermetic tests;
-* both reuse the same dedupe + cache machinery, so a fake exercises the real code path.
+
+both reuse the same dedupe + cache machinery, so tests with the fake exercise the real path.
 
 Truncation. A pasted document can be 400k characters, and the tokenizer must never see
 megabytes: texts longer than ``head_chars + tail_chars`` keep only their first ``head_chars``
@@ -31,14 +32,15 @@ text's vector depends on its batch-mates (cosine 0.99 between the two); that bre
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
 import tempfile
+import threading
 import warnings
 import zlib
 from abc import ABC, abstractmethod
@@ -315,7 +317,6 @@ class _CachingEncoder(ABC):
 
 def _digest_model_dir(path: Path) -> str:
     """sha256 over the weights and config files of a model directory (not READMEs, not onnx/)."""
-    digest = hashlib.sha256()
     suffixes = {".json", ".safetensors", ".bin", ".txt", ".model", ".pt"}
     files = sorted(
         p
@@ -325,9 +326,19 @@ def _digest_model_dir(path: Path) -> str:
         and p.name.lower() != "readme.md"
         and "onnx" not in p.relative_to(path).parts
     )
-    for file in files:
-        digest.update(str(file.relative_to(path)).encode())
-        with file.open("rb") as fh:
+    signature = tuple(
+        (str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files
+    )
+    return _digest_files(str(path), signature)
+
+
+@functools.lru_cache(maxsize=32)
+def _digest_files(root: str, signature: tuple[tuple[str, int, int], ...]) -> str:
+    """Hash file contents; memoised on (name, size, mtime) so each process reads weights once."""
+    digest = hashlib.sha256()
+    for relative, _, _ in signature:
+        digest.update(relative.encode())
+        with (Path(root) / relative).open("rb") as fh:
             digest.update(hashlib.file_digest(fh, "sha256").digest())
     return digest.hexdigest()
 
@@ -394,7 +405,7 @@ class _TorchRunner:
     backend: Backend = "torch"
 
     def __init__(self, st: SentenceTransformer, device: str) -> None:
-        self.st = st
+        self.st = st.eval()
         self.device = device
         self.dim = int(st.get_embedding_dimension() or 0)
 
@@ -475,7 +486,7 @@ def _export_onnx(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                MeanPooled().cpu(),
+                MeanPooled().eval(),  # export restores this module's mode on the way out
                 tuple(torch.from_numpy(features[n]) for n in names),
                 str(raw),
                 input_names=names,
@@ -492,7 +503,13 @@ def _export_onnx(
         if backend == "onnx-int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(raw, final, weight_type=QuantType.QInt8, per_channel=True)
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # ORT logs a pre-processing hint to the root logger
+            try:
+                quantize_dynamic(raw, final, weight_type=QuantType.QInt8, per_channel=True)
+            finally:
+                root.setLevel(level)
         elif config.model_type in {"bert", "roberta", "xlm-roberta", "distilbert", "mpnet"}:
             from onnxruntime.transformers.optimizer import optimize_model
 
@@ -550,9 +567,17 @@ class Embedder(_CachingEncoder):
         self._tokens: _TokenBatcher | None = None
         self._backend: Backend = self.config.backend
         self._model_key: str | None = None
+        self._load_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Embedder({self.config!r}, cache={self.cache!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the settings only; a copy in another process loads its own model."""
+        return {"config": self.config, "cache": self.cache}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"], state["cache"])  # type: ignore[misc]
 
     @property
     def batch_size(self) -> int:
@@ -649,6 +674,11 @@ class Embedder(_CachingEncoder):
     def _prepare(self) -> None:
         if self._runner is not None:
             return
+        with self._load_lock:  # a service may call encode from several threads at once
+            if self._runner is None:
+                self._load()
+
+    def _load(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -656,7 +686,11 @@ class Embedder(_CachingEncoder):
         tail_share = c.tail_chars / (c.head_chars + c.tail_chars)
         st: SentenceTransformer | None = None
         if c.backend != "torch":
-            directory = default_cache_dir() / "onnx" / f"{self.model_key}-{c.backend}"
+            directory = (
+                default_cache_dir()
+                / "onnx"
+                / f"{self.model_key}-{c.backend}-v{ONNX_EXPORT_VERSION}"
+            )
             try:
                 if not (directory / "model.onnx").exists():
                     st = self._load_sentence_transformer()
@@ -740,7 +774,7 @@ _STOPWORDS = frozenset([
 # fmt: on
 _U64 = np.uint64
 _GROUP_SALT = (_U64(0x1000000000000000), _U64(0x2000000000000000), _U64(0x3000000000000000))
-_GROUP_WEIGHT = (1.0, 0.8, 0.6)  # words, word pairs, character 4-grams
+_GROUP_WEIGHT_ARRAY = np.array([1.0, 0.8, 0.6])  # words, word pairs, character 4-grams
 _PROJECTIONS = 4  # nonzeros per feature in the sparse random projection
 
 
@@ -827,26 +861,28 @@ class HashingEmbedder(_CachingEncoder):
         return wid
 
     def _features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Salted feature ids and weights: each group's log1p counts scaled to its group weight."""
         flat = " ".join(truncate_text(text, self.head_chars, self.tail_chars).lower().split())
-        words = [w for w in _WORD_RE.findall(flat) if w not in _STOPWORDS]
-        wids = np.fromiter((self._word_id(w) for w in words), dtype=_U64, count=len(words))
-        pairs = wids[:-1] * _U64(0x100000001B3) + wids[1:] if len(wids) > 1 else wids[:0]
+        known = self._word_ids.get
+        wids = np.array(
+            [known(w) or self._word_id(w) for w in _WORD_RE.findall(flat) if w not in _STOPWORDS],
+            dtype=_U64,
+        )
+        pairs = wids[:-1] * _U64(0x100000001B3) + wids[1:]
         raw = np.frombuffer(flat.encode("utf-8", "surrogatepass"), dtype=np.uint8).astype(_U64)
         if len(raw) >= 4:
             grams = raw[:-3] | raw[1:-2] << _U64(8) | raw[2:-1] << _U64(16) | raw[3:] << _U64(24)
         else:
             grams = np.array([int.from_bytes(flat.encode(), "little") + 1], dtype=_U64)
-        ids, weights = [], []
-        for salt, scale, group in zip(
-            _GROUP_SALT, _GROUP_WEIGHT, (wids, pairs, grams), strict=True
-        ):
-            if not len(group):
-                continue
-            uniq, counts = np.unique(group, return_counts=True)
-            w = np.log1p(counts.astype(np.float64))
-            ids.append(uniq ^ salt)
-            weights.append(w * (scale / math.sqrt(float(w @ w))))
-        return np.concatenate(ids), np.concatenate(weights)
+        groups = (wids, pairs, grams)
+        salted = np.concatenate([g ^ salt for g, salt in zip(groups, _GROUP_SALT, strict=True)])
+        labels = np.repeat(np.arange(3), [len(g) for g in groups])
+        ids, first, counts = np.unique(salted, return_index=True, return_counts=True)
+        group = labels[first]
+        weight = np.log1p(counts.astype(np.float64))
+        norms = np.sqrt(np.bincount(group, weights=weight * weight, minlength=3))
+        weight *= _GROUP_WEIGHT_ARRAY[group] / np.maximum(norms[group], 1e-12)
+        return ids, weight
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         rows, ids, weights = [], [], []

@@ -149,7 +149,7 @@ class LinkConfig:
     split_min_accounts: int = 50
     split_max_leak: float = 0.2
     louvain_resolution: float = 1.0
-    louvain_top_edges: int = 12
+    louvain_top_edges: int = 8
     exact_max: int = 20_000
     reduce_to: int | None = 64
     nprobe: int = 2
@@ -225,7 +225,7 @@ def _codes(values: Sequence[str | None] | None, n: int) -> tuple[np.ndarray, lis
     codes = np.full(n, -1, dtype=np.int32)
     names: dict[str, int] = {}
     for i, value in enumerate(values or ()):
-        if value:
+        if isinstance(value, str) and value:  # None, NaN, "" = unknown
             codes[i] = names.setdefault(value, len(names))
     return codes, list(names)
 
@@ -532,9 +532,8 @@ def _split(
 ) -> list[np.ndarray]:
     import networkx as nx
 
-    local = {int(a): i for i, a in enumerate(members)}
-    s = np.fromiter((local[int(x)] for x in src), dtype=np.int64, count=len(src))
-    d = np.fromiter((local[int(x)] for x in dst), dtype=np.int64, count=len(dst))
+    members = np.sort(members)
+    s, d = np.searchsorted(members, src), np.searchsorted(members, dst)
     # keep each account's heaviest edges: bounded Louvain cost, same community structure
     ends = np.concatenate([s, d])
     edge = np.concatenate([np.arange(len(s)), np.arange(len(s))])

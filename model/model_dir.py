@@ -140,7 +140,7 @@ def load_model(
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     fleet_model = None
     if fleets and (p / "fleet.json").exists():
-        from model.fleet import FleetModel
+        from model.fleet_model import FleetModel
 
         fleet_model = FleetModel.load(p)
     meta = {
@@ -169,7 +169,7 @@ def build_embedder(embed_config: dict[str, Any], cache_path: str | Path | None =
     if embed_config.get("kind") == "hashing":
         from model.embedder import HashingEmbedder
 
-        return HashingEmbedder(**{k: v for k, v in embed_config.items() if k != "kind"})
+        return HashingEmbedder(**{k: v for k, v in embed_config.items() if k != "kind"})  # type: ignore[arg-type]
     from model.embedder import EmbedConfig, Embedder
     from model.embedding_cache import EmbeddingCache
 

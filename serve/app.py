@@ -27,8 +27,10 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.metrics import ServiceMetrics
 from serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
@@ -78,10 +80,26 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _field_errors(exc)}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. not UTF-8)
+            body = [
+                {
+                    "field": "body",
+                    "loc": ["body"],
+                    "msg": "body is not valid UTF-8 JSON",
+                    "type": "json_invalid",
+                }
+            ]
+            return JSONResponse({"detail": body}, status_code=422)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(NotReady)
     async def not_ready(request: Request, exc: NotReady) -> JSONResponse:
         failed = str(exc) == "failed"
-        detail = "the model failed to load; see the service log" if failed else "the model is loading"
+        detail = (
+            "the model failed to load; see the service log" if failed else "the model is loading"
+        )
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
@@ -159,18 +177,24 @@ def run(
     db: Path | None = None,
 ) -> None:
     """Serve until interrupted (``distillwatch serve``); flags win over ``DISTILLWATCH_*``."""
+    import torch
     import uvicorn
 
     from serve.logs import configure_logging
 
     settings = load_settings(model=model, host=host, port=port, db=db)
     configure_logging(settings.log_level)
+    torch.set_num_threads(settings.torch_threads)  # process-wide: only here, never in create_app
     check_startup(settings)
     app = create_app(settings)
     log.info(
         "starting",
-        extra={"host": settings.host, "port": settings.port, "db": str(settings.db),
-               "auth": settings.auth_required},
+        extra={
+            "host": settings.host,
+            "port": settings.port,
+            "db": str(settings.db),
+            "auth": settings.auth_required,
+        },
     )
     uvicorn.run(
         app,

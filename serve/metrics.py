@@ -40,7 +40,8 @@ class ServiceMetrics:
             registry=r,
         )
         self.events_ingested = Counter(
-            "distillwatch_events_ingested", "events accepted and stored by POST /v1/events",
+            "distillwatch_events_ingested",
+            "events accepted and stored by POST /v1/events",
             registry=r,
         )
         self.late_events = Counter(
@@ -53,7 +54,8 @@ class ServiceMetrics:
         )
         self.accounts = Gauge("distillwatch_accounts", "accounts in the state store", registry=r)
         self.accounts_flagged = Gauge(
-            "distillwatch_accounts_flagged", "stored accounts whose current score is flagged",
+            "distillwatch_accounts_flagged",
+            "stored accounts whose current score is flagged",
             registry=r,
         )
         self.flag_transitions = Counter(

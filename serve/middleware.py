@@ -84,8 +84,12 @@ class MetricsMiddleware:
             self.metrics.observe_request(scope["method"], route, status, seconds)
             access_log.info(
                 "request",
-                extra={"method": scope["method"], "route": route, "status": status,
-                       "ms": round(seconds * 1000, 2)},
+                extra={
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "ms": round(seconds * 1000, 2),
+                },
             )
 
     @staticmethod
@@ -138,7 +142,9 @@ class ApiKeyMiddleware:
             and not self._valid(_header(scope, b"authorization"))
         ):
             await send_json(
-                send, 401, {"detail": "missing or invalid API key"},
+                send,
+                401,
+                {"detail": "missing or invalid API key"},
                 [(b"www-authenticate", b"Bearer")],
             )
             return
@@ -158,9 +164,12 @@ class BodyLimitMiddleware:
 
     async def _too_large(self, send: Send) -> None:
         await send_json(
-            send, 413,
-            {"detail": f"request body over the limit of {self.max_bytes} bytes "
-                       "(DISTILLWATCH_MAX_BODY_BYTES)"},
+            send,
+            413,
+            {
+                "detail": f"request body over the limit of {self.max_bytes} bytes "
+                "(DISTILLWATCH_MAX_BODY_BYTES)"
+            },
             [(b"connection", b"close")],
         )
 

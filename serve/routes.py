@@ -124,13 +124,23 @@ def build_router(*, auth: bool) -> APIRouter:
             raise HTTPException(404, "unknown account")
         return Response(score, media_type=JSON)
 
-    @v1.get("/fleets", response_model=FleetsResponse, responses=_ERRORS, tags=["scoring"],
-            summary="Current coordinated clusters")
+    @v1.get(
+        "/fleets",
+        response_model=FleetsResponse,
+        responses=_ERRORS,
+        tags=["scoring"],
+        summary="Current coordinated clusters",
+    )
     def get_fleets(service: Service) -> dict[str, Any]:
         return {"fleets": service.fleets()}
 
-    @v1.get("/model", response_model=ModelInfo, responses=_ERRORS, tags=["model"],
-            summary="Model version, training data summary, threshold, metrics")
+    @v1.get(
+        "/model",
+        response_model=ModelInfo,
+        responses=_ERRORS,
+        tags=["model"],
+        summary="Model version, training data summary, threshold, metrics",
+    )
     def get_model(service: Service) -> dict[str, Any]:
         return service.model_info()
 
@@ -153,8 +163,12 @@ def build_router(*, auth: bool) -> APIRouter:
     @ops.get(
         "/metrics",
         response_class=Response,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                         "description": "Prometheus text format"}},
+        responses={
+            200: {
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "Prometheus text format",
+            }
+        },
         tags=["operations"],
         summary="Prometheus metrics",
     )

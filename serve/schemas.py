@@ -13,13 +13,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
 from model.events import MAX_ACCOUNT_ID_CHARS, Event, parse_ts
 
 #: Epoch seconds the event reader accepts (years 1677-2262; see ``model.events.parse_ts``).
+#: RFC 3339 strings of years 1678-2261 (what the reader takes, whatever the offset).
+TS_YEARS_PATTERN = r"^\s*(167[89]|16[89]\d|1[7-9]\d\d|2[01]\d\d|22[0-5]\d|226[01])-"
 MIN_EPOCH_S = -9_223_372_036.0
 MAX_EPOCH_S = 9_223_372_036.0
-MAX_INT64 = 2**63 - 1
+#: Largest ``max_tokens``: the largest integer every JSON client holds exactly (2**53 - 1).
+MAX_TOKENS = 2**53 - 1
 
 AccountId = Annotated[
     str,
@@ -31,7 +35,7 @@ AccountId = Annotated[
     ),
 ]
 
-EVENT_EXAMPLE = {
+EVENT_EXAMPLE: JsonDict = {
     "account_id": "a-17",
     "ts": "2026-04-03T12:00:00Z",
     "prompt": "Solve step by step and show all your reasoning: what is 17 * 24?",
@@ -40,7 +44,7 @@ EVENT_EXAMPLE = {
     "max_tokens": 2048,
     "user_agent": "python-sdk/1.42.0",
 }
-SCORE_EXAMPLE = {
+SCORE_EXAMPLE: JsonDict = {
     "account_id": "a-17",
     "score": 0.97,
     "flagged": True,
@@ -65,7 +69,7 @@ class EventIn(BaseModel):
         examples=["2026-04-03T12:00:00Z", 1775217600.0],
         json_schema_extra={
             "anyOf": [
-                {"type": "string", "format": "date-time"},
+                {"type": "string", "format": "date-time", "pattern": TS_YEARS_PATTERN},
                 {"type": "number", "minimum": MIN_EPOCH_S, "maximum": MAX_EPOCH_S},
             ]
         },
@@ -74,7 +78,7 @@ class EventIn(BaseModel):
     conversation_id: str | None = Field(None, description="groups turns of one conversation")
     model: str | None = Field(None, description="target model name")
     max_tokens: int | None = Field(
-        None, ge=0, le=MAX_INT64, description="output length the client asked for"
+        None, ge=0, le=MAX_TOKENS, description="output length the client asked for"
     )
     ip: str | None = Field(None, description="client address, or a stable hash / prefix of it")
     user_agent: str | None = Field(None, description="client library / user agent")
@@ -109,7 +113,7 @@ class EventIn(BaseModel):
 class StreamEventIn(EventIn):
     """An event of ``POST /v1/score``: ``account_id`` may be left out (it is the request's)."""
 
-    account_id: AccountId | None = None
+    account_id: AccountId | None = None  # type: ignore[assignment]  # optional here
 
 
 class EventsRequest(BaseModel):

@@ -101,7 +101,9 @@ class ScoringService:
     def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics):
         self.settings = settings
         self.metrics = metrics
-        self.model_path: Path = settings.model if settings.model is not None else default_model_path()
+        self.model_path: Path = (
+            settings.model if settings.model is not None else default_model_path()
+        )
         self.status: ModelStatus = "loading"
         self.detector: Detector | None = None
         self.store: AccountStore | None = None
@@ -158,8 +160,11 @@ class ScoringService:
         self._loaded.set()
         log.info(
             "model loaded",
-            extra={"model": str(self.model_path), "version": info.get("version"),
-                   "seconds": round(time.perf_counter() - t0, 3)},
+            extra={
+                "model": str(self.model_path),
+                "version": info.get("version"),
+                "seconds": round(time.perf_counter() - t0, 3),
+            },
         )
 
     def wait_loaded(self, timeout: float | None = None) -> bool:

@@ -86,6 +86,15 @@ class ServiceSettings(BaseSettings):
     allow_insecure: bool = Field(
         False, description="explicit opt-in to serve a non-loopback address without API keys"
     )
+    torch_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description=(
+            "torch intra-op threads of the serve process; one step of the network is too "
+            "small to split, concurrency comes from serving requests in parallel"
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("api_keys", mode="before")
@@ -106,8 +115,9 @@ class ServiceSettings(BaseSettings):
                     "an API key may hold only visible ASCII characters (no spaces, no commas)"
                 )
         if any(len(k) < SHORT_KEY_CHARS for k in keys):
-            log.warning("an API key is shorter than %d characters; use long random keys",
-                        SHORT_KEY_CHARS)
+            log.warning(
+                "an API key is shorter than %d characters; use long random keys", SHORT_KEY_CHARS
+            )
         return tuple(sorted({hash_key(k) for k in keys}))
 
     @field_validator("db")

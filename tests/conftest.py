@@ -68,7 +68,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, sim_table, sim_labe
 
     out = tmp_path_factory.mktemp("model") / "tiny"
     config = TrainConfig(max_epochs=3, patience=1, n_topics=8, seed=0)
-    train(sim_table, sim_labels, hashing_embedder, hashing_embedder.config_dict(), config,
+    train(sim_table, sim_labels, hashing_embedder, {"kind": "hashing", **hashing_embedder.to_dict()}, config,
           out=out, progress=False)
     return out
 

@@ -51,10 +51,10 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.25
     target_fpr: float = 0.01
-    max_epochs: int = 40
-    patience: int = 6
+    max_epochs: int = 25
+    patience: int = 4
     batch_size: int = 32
-    max_len: int = 512
+    max_len: int = 256
     lr: float = 2e-3
     weight_decay: float = 1e-4
     last_weight: float = 1.0
@@ -210,7 +210,7 @@ def train(
     )
 
     if config.fleets:
-        from model.fleet import FleetModel
+        from model.fleet_model import FleetModel
 
         detector.fleet_model = FleetModel.fit_from_training(detector, accounts, labs, embeddings)
 

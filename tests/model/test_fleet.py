@@ -321,6 +321,47 @@ def test_hydra_fleets_are_recovered():
     assert sizes[-5:] == [20, 45, 80, 150, 300]
 
 
+def test_hydra_fleets_are_recovered_from_text_with_the_hashing_embedder():
+    embedder_module = pytest.importorskip("model.embedder")
+    rng = np.random.default_rng(8)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = ["".join(rng.choice(letters, rng.integers(3, 10))) for _ in range(3000)]
+
+    def phrase(n: int) -> str:
+        return " ".join(rng.choice(words, n))
+
+    wrappers = [
+        "You are a careful mathematician. Solve the problem below step by step and "
+        "justify every step.\nProblem: {}\nGive the final answer in a box.",
+        "Think through the following question slowly, listing each intermediate result.\n"
+        "Question: {}\nEnd with 'Final answer:' and nothing else.",
+        'Explain your full reasoning before answering "{}" and rate your confidence 1-10.',
+    ]
+    texts, account, group = [], [], []
+    for a in range(150):  # organic users: unrelated free text
+        group.append(-1)
+        for _ in range(rng.integers(5, 20)):
+            texts.append(phrase(int(rng.integers(6, 30))))
+            account.append(a)
+    for f, size in enumerate((20, 40)):  # two fleets, each rotating its own wrappers
+        mine = wrappers[:2] if f == 0 else wrappers[2:]
+        for _ in range(size):
+            a = len(group)
+            group.append(f)
+            for _ in range(rng.integers(5, 31)):
+                slot = f"{phrase(int(rng.integers(8, 25)))} {rng.integers(1000)}"
+                texts.append(mine[rng.integers(len(mine))].format(slot))
+                account.append(a)
+    vectors = embedder_module.HashingEmbedder(dim=128).encode(texts)
+    keys = np.array([template_signature(t) for t in texts], dtype=np.int64)
+    result = link_accounts(np.array(account), vectors, keys, np.arange(len(texts), dtype=float))
+    truth = np.array(group)
+    truth = np.where(truth >= 0, truth, np.arange(len(truth)) + 10**6)
+    pred = predicted_groups(result.clusters, len(group))
+    assert adjusted_rand_score(truth, pred) >= 0.9
+    assert sorted(len(c) for c in result.clusters) == [20, 40]
+
+
 def test_two_campaigns_bridged_by_one_account_are_split():
     rng = np.random.default_rng(3)
     w = World()

@@ -69,13 +69,26 @@ class LiveServer:
     def __init__(self, model: Path, db: Path, log: Path, env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "distillwatch.cli", "serve", "--model", str(model),
-               "--host", "127.0.0.1", "--port", str(self.port), "--db", str(db)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "distillwatch.cli",
+            "serve",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--db",
+            str(db),
+        ]
         path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
         self._log = log.open("ab")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout

@@ -9,8 +9,15 @@ import pytest
 
 from tests.serve.conftest import API_KEY, auth
 
-SCORE_FIELDS = {"account_id", "score", "flagged", "n_events", "first_flag_event", "fleet_id",
-                "reasons"}
+SCORE_FIELDS = {
+    "account_id",
+    "score",
+    "flagged",
+    "n_events",
+    "first_flag_event",
+    "fleet_id",
+    "reasons",
+}
 
 
 def _event(account_id: str = "a-1", **kw: Any) -> dict[str, Any]:
@@ -94,8 +101,12 @@ def test_readyz_is_503_until_the_model_is_loaded(tiny_model_dir, tmp_path, monke
 def test_auth_401_and_no_side_effect(make_client):
     with make_client(api_keys=f"other-key-abcdefghijkl,{API_KEY}") as client:
         ev = {"events": [_event("secret-1")]}
-        for headers in ({}, auth("wrong-key"), {"Authorization": API_KEY},
-                        {"Authorization": f"Basic {API_KEY}"}):
+        for headers in (
+            {},
+            auth("wrong-key"),
+            {"Authorization": API_KEY},
+            {"Authorization": f"Basic {API_KEY}"},
+        ):
             r = client.post("/v1/events", json=ev, headers=headers)
             assert r.status_code == 401, headers
             assert r.json() == {"detail": "missing or invalid API key"}
@@ -134,7 +145,9 @@ def test_body_over_limit_is_413_by_length_and_by_stream(make_client):
                 yield b"y" * 1000
             yield b'"}]}'
 
-        r = client.post("/v1/events", content=chunks(), headers={"content-type": "application/json"})
+        r = client.post(
+            "/v1/events", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert r.status_code == 413
         assert client.get("/v1/accounts/a").status_code == 404
 
@@ -177,8 +190,9 @@ def test_bad_event_is_422_naming_the_field(make_client, event, field):
 
 def test_malformed_json_and_unknown_fields(make_client):
     with make_client() as client:
-        r = client.post("/v1/events", content=b"{not json",
-                        headers={"content-type": "application/json"})
+        r = client.post(
+            "/v1/events", content=b"{not json", headers={"content-type": "application/json"}
+        )
         assert r.status_code == 422
         r = client.post("/v1/events", json={"events": [_event(extra_field={"x": 1})]})
         assert r.status_code == 200
@@ -243,3 +257,12 @@ def test_internal_errors_answer_500_without_internals(make_client):
         assert r.status_code == 500
         assert r.json() == {"detail": "internal error"}
         assert 'status="500"' in client.get("/metrics").text
+
+
+def test_body_that_is_not_utf8_is_422(make_client):
+    with make_client() as client:
+        r = client.post(
+            "/v1/events", content=b"\x0fs\xff\xfe", headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 422
+        assert r.json()["detail"][0]["field"] == "body"

@@ -54,8 +54,8 @@ def test_one_request_interleaving_accounts_equals_per_account_streams(
         assert r.status_code == 200
         for s in r.json()["scores"]:
             whole = client.post(
-                "/v1/score", json={"account_id": s["account_id"],
-                                   "events": sim_accounts[s["account_id"]]}
+                "/v1/score",
+                json={"account_id": s["account_id"], "events": sim_accounts[s["account_id"]]},
             ).json()
             assert s["score"] == pytest.approx(whole["score"], abs=1e-4)
 
@@ -63,11 +63,10 @@ def test_one_request_interleaving_accounts_equals_per_account_streams(
 def test_refuses_a_database_written_by_another_model(tiny_model_dir, tmp_path):
     import shutil
 
+    from serve.metrics import ServiceMetrics
     from serve.service import ScoringService
     from serve.settings import ServiceSettings
     from serve.store import StoreError
-
-    from serve.metrics import ServiceMetrics
 
     db = tmp_path / "s.sqlite3"
     other = tmp_path / "other-model"
@@ -158,8 +157,12 @@ def test_kill_9_loses_no_acknowledged_event(live_server, sim_accounts, tmp_path)
 
 
 def test_chunked_body_over_limit_on_a_real_server(tiny_model_dir, tmp_path):
-    server = LiveServer(tiny_model_dir, tmp_path / "s.sqlite3", tmp_path / "log",
-                        env={"DISTILLWATCH_MAX_BODY_BYTES": "4096"})
+    server = LiveServer(
+        tiny_model_dir,
+        tmp_path / "s.sqlite3",
+        tmp_path / "log",
+        env={"DISTILLWATCH_MAX_BODY_BYTES": "4096"},
+    )
     try:
         server.wait_ready()
 
@@ -171,8 +174,9 @@ def test_chunked_body_over_limit_on_a_real_server(tiny_model_dir, tmp_path):
 
         with httpx.Client(base_url=server.url, timeout=30) as http:
             try:
-                r = http.post("/v1/events", content=body(),
-                              headers={"content-type": "application/json"})
+                r = http.post(
+                    "/v1/events", content=body(), headers={"content-type": "application/json"}
+                )
                 assert r.status_code == 413
             except (httpx.WriteError, httpx.RemoteProtocolError):
                 pass  # the server answered 413 and closed before the client finished sending

@@ -11,8 +11,17 @@ from serve.settings import ServiceSettings, SettingsError, hash_key, is_loopback
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MODEL", "DB", "API_KEYS", "MAX_BODY_BYTES", "MAX_EVENTS_PER_REQUEST", "HOST",
-                 "PORT", "ALLOW_INSECURE", "LOG_LEVEL"):
+    for name in (
+        "MODEL",
+        "DB",
+        "API_KEYS",
+        "MAX_BODY_BYTES",
+        "MAX_EVENTS_PER_REQUEST",
+        "HOST",
+        "PORT",
+        "ALLOW_INSECURE",
+        "LOG_LEVEL",
+    ):
         monkeypatch.delenv(f"DISTILLWATCH_{name}", raising=False)
 
 

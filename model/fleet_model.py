@@ -1,0 +1,202 @@
+"""The fleet stage of a trained detector: link scored accounts, judge fleets, lift members.
+
+What it knows: how to turn a scoring run's accounts (events, embeddings, per-event traces
+and own scores) into the array inputs of ``model.fleet`` (per-prompt account index,
+embedding, wrapper signature, time; per-account IP prefix and user agent), how to apply
+the fitted :class:`~model.fleet.FleetJudge` and known-incident index, and how an account's
+score, ``fleet_id`` and reasons change when its fleet is judged harvesting. It is fitted at
+training time on the labelled accounts (campaigns give the fleets' labels) and saved
+beside the network as ``fleet.json`` + ``incidents.npz``.
+
+What it does not know: how links are found or fleets cut (``model.fleet``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from model.events import AccountEvents, EventTable
+from model.fleet import (
+    Fleet,
+    FleetJudge,
+    LinkConfig,
+    build_fleets,
+    combine_account_score,
+    describe_fleets,
+    fleet_features,
+    fleet_labels,
+    link_accounts,
+    template_signature,
+)
+from model.fleet_index import IncidentIndex
+
+if TYPE_CHECKING:
+    from model.scorer import AccountScore, AccountTrace, Detector
+
+
+def ip_prefix(ip: str | None) -> str | None:
+    """IPv4 /24 or IPv6 /48 prefix; other strings (already hashed or prefixed) as they are."""
+    if not ip:
+        return None
+    if ip.count(".") == 3 and ":" not in ip:
+        return ".".join(ip.split(".")[:3]) + ".0/24"
+    if ":" in ip:
+        return ":".join(ip.split(":")[:3]) + "::/48"
+    return ip
+
+
+def _most_common(values: Sequence[str | None]) -> str | None:
+    counts = Counter(v for v in values if v)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+class FleetModel:
+    """Fitted fleet judge + incident index + linking config (scikit-learn conventions)."""
+
+    def __init__(self, link_config: LinkConfig | None = None, flag_threshold: float = 0.5):
+        self.link_config = link_config or LinkConfig()
+        self.flag_threshold = flag_threshold
+
+    # ------------------------------------------------------------------ evidence
+
+    def _evidence(
+        self,
+        accounts: Sequence[AccountEvents],
+        embeddings: Sequence[np.ndarray],
+        own_scores: np.ndarray,
+        reasoning: np.ndarray,
+    ) -> tuple[Any, list[Any]]:
+        lengths = [len(a) for a in accounts]
+        account_idx = np.repeat(np.arange(len(accounts)), lengths)
+        emb = np.concatenate([np.asarray(e, dtype=np.float32) for e in embeddings])  # (N, D)
+        keys = np.fromiter(
+            (template_signature(p) for a in accounts for p in a.prompts), np.int64, len(emb)
+        )
+        ts = np.concatenate([a.ts for a in accounts])
+        ips = [ip_prefix(_most_common(a.ip)) for a in accounts]
+        uas = [_most_common(a.user_agent) for a in accounts]
+        result = link_accounts(account_idx, emb, keys, ts, ips, uas, config=self.link_config)
+        incidents = getattr(self, "incidents_", None)
+        evidence = describe_fleets(result, emb, own_scores, reasoning, incidents=incidents)
+        return result, evidence
+
+    # ------------------------------------------------------------------ fit
+
+    @classmethod
+    def fit_from_training(
+        cls,
+        detector: Detector,
+        accounts: Sequence[AccountEvents],
+        labels: Sequence[Any],
+        embeddings: dict[str, np.ndarray],
+    ) -> FleetModel:
+        """Fit the judge on fleets found among the labelled training accounts."""
+        model = cls(flag_threshold=detector.threshold)
+        embs = [embeddings[a.account_id].astype(np.float32) for a in accounts]
+        traces = list(detector.trace_many(accounts, embs))
+        own = np.array([t.probs[-1] for t in traces])
+        reasoning = np.array([t.state.counts["elicitation"] / max(t.state.n, 1) for t in traces])
+        y = np.array([lab.label for lab in labels])
+        harvest = [i for i, lab in enumerate(labels) if lab.label == 1 and lab.campaign]
+        if harvest:
+            vecs = np.concatenate([embs[i] for i in harvest])
+            camps = [labels[i].campaign for i in harvest for _ in range(len(embs[i]))]
+            model.incidents_ = IncidentIndex().fit(vecs, camps)
+        _, evidence = model._evidence(accounts, embs, own, reasoning)
+        fl = fleet_labels(evidence, y)
+        if len(evidence) >= 2 and 0 < fl.sum() < len(fl):
+            model.judge_ = FleetJudge().fit(fleet_features(evidence), fl)
+        else:  # too few fleets of both kinds to learn from: fleets are reported, never judged
+            model.judge_ = None
+        return model
+
+    # ------------------------------------------------------------------ apply
+
+    def run(
+        self, detector: Detector, inputs: Sequence[tuple[AccountEvents, np.ndarray, AccountTrace]],
+        scores: list[AccountScore],
+    ) -> tuple[list[Fleet], list[AccountScore]]:
+        """Fleets among the scored accounts, and the scores after fleet evidence."""
+        if len(inputs) < 2:
+            return [], scores
+        accounts = [a for a, _, _ in inputs]
+        own = np.array([s.score for s in scores])
+        reasoning = np.array([t.state.counts["elicitation"] / max(t.state.n, 1) for *_, t in inputs])
+        _, evidence = self._evidence(accounts, [e for _, e, _ in inputs], own, reasoning)
+        if not evidence:
+            return [], scores
+        judge = getattr(self, "judge_", None)
+        fscore = (
+            judge.predict_proba(fleet_features(evidence))[:, 1]
+            if judge is not None
+            else np.zeros(len(evidence))
+        )
+        ids = [a.account_id for a in accounts]
+        fleets = build_fleets(evidence, fscore, ids)
+        by_account = {acc: f for f in fleets for acc in f.accounts}
+        pos = {acc: i for i, acc in enumerate(ids)}
+        out = list(scores)
+        for acc_id, fleet in by_account.items():
+            i = pos[acc_id]
+            s = out[i]
+            flagged_fleet = fleet.score >= self.flag_threshold
+            new_score = float(
+                combine_account_score(s.score, fleet.score if flagged_fleet else None, s.n_events)
+            )
+            flagged = new_score >= detector.threshold
+            reasons = list(s.reasons)
+            if flagged_fleet:
+                head = f"member of fleet {fleet.fleet_id} ({len(fleet.accounts)} accounts)"
+                reasons = [head + (": " + fleet.reasons[0] if fleet.reasons else ""), *reasons]
+            elif flagged and not reasons:
+                reasons = detector.reasons(inputs[i][2].state)
+            out[i] = replace(s, score=new_score, flagged=flagged, fleet_id=fleet.fleet_id,
+                             reasons=reasons[:5])
+        return fleets, out
+
+    def apply(
+        self, detector: Detector, inputs: Sequence[tuple[AccountEvents, np.ndarray, AccountTrace]],
+        scores: list[AccountScore],
+    ) -> list[AccountScore]:
+        return self.run(detector, inputs, scores)[1]
+
+    def find(self, detector: Detector, table: EventTable, progress: bool = False) -> list[Fleet]:
+        inputs, scores = [], []
+        for acc, emb, tr in detector.iter_traces(table, progress=progress):
+            inputs.append((acc, emb, tr))
+            scores.append(detector.account_score(tr))
+        return self.run(detector, inputs, scores)[0]
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, out: Path) -> None:
+        judge = getattr(self, "judge_", None)
+        doc: dict[str, Any] = {
+            "link_config": asdict(self.link_config),
+            "flag_threshold": self.flag_threshold,
+            "judge": judge.to_dict() if judge is not None else None,
+            "incidents": None,
+        }
+        incidents = getattr(self, "incidents_", None)
+        if incidents is not None:
+            vectors, meta = incidents.to_arrays()
+            np.save(out / "incidents.npy", vectors)
+            doc["incidents"] = meta
+        (out / "fleet.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> FleetModel:
+        doc = json.loads((path / "fleet.json").read_text())
+        model = cls(LinkConfig(**doc["link_config"]), float(doc["flag_threshold"]))
+        model.judge_ = FleetJudge.from_dict(doc["judge"]) if doc["judge"] else None
+        if doc.get("incidents") is not None:
+            vectors = np.load(path / "incidents.npy", allow_pickle=False)
+            model.incidents_ = IncidentIndex.from_arrays(vectors, doc["incidents"])
+        return model
