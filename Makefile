@@ -22,8 +22,7 @@ demo: $(STAMP)
 	@mkdir -p demo_out
 	$(BIN)/distillwatch score --events data_samples/events.jsonl --out demo_out/scores.jsonl
 	$(BIN)/distillwatch evaluate --events data_samples/events.jsonl --labels data_samples/labels.jsonl --out demo_out/eval
-	$(BIN)/distillwatch fleets --events data_samples/events.jsonl --out demo_out/fleets.jsonl
-	@echo "demo outputs in demo_out/: scores.jsonl, eval/metrics.json, eval/report.html, fleets.jsonl"
+	@echo "demo outputs in demo_out/: scores.jsonl (one line per account), eval/metrics.json"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

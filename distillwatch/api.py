@@ -121,19 +121,31 @@ def evaluate(
     rows = score_labelled(model, table, labels, progress=progress)
     metrics = evaluate_rows(rows, model.threshold)
     result: dict[str, Any] = {"metrics": metrics, "rows": rows}
-    if baselines or compare is not None:
-        from training import report
-
-        result.update(report.extras(model, table, labels, rows, baselines=baselines,
-                                    compare=compare))
-        metrics.update(result.get("metrics_extra", {}))
+    if baselines:
+        raise ValueError("--baselines is not available in this version (see the open issue)")
+    if compare is not None:
+        other = evaluate_rows(
+            score_labelled(compare, table, labels, progress=progress), compare.threshold
+        )
+        metrics["compare"] = {
+            "model": compare.meta.get("version"),
+            "metrics": other,
+            "delta": {
+                k: metrics[k] - other[k]
+                for k in _HEADLINE
+                if metrics.get(k) is not None and other.get(k) is not None
+            },
+        }
     if out is not None:
-        out_dir = Path(out)
-        write_metrics(out_dir, metrics)
-        try:
-            from training import report
-        except ImportError:
-            report = None  # type: ignore[assignment]
-        if report is not None:
-            report.write_report(out_dir, result)
+        write_metrics(Path(out), metrics)
     return result
+
+
+_HEADLINE = (
+    "auroc",
+    "pr_auc",
+    "recall_at_1pct_fpr",
+    "recall_at_0.1pct_fpr",
+    "recall_at_threshold",
+    "fpr_at_threshold",
+)

@@ -23,15 +23,32 @@ class CLIError(Exception):
 
 
 def _events_args(p: argparse.ArgumentParser, *, model: bool = True) -> None:
-    p.add_argument("--events", required=True, type=Path, nargs="+",
-                   help="event file(s): .jsonl, .jsonl.gz or .parquet")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="bad records: stop with an error (default) or skip, count and report them")
+    p.add_argument(
+        "--events",
+        required=True,
+        type=Path,
+        nargs="+",
+        help="event file(s): .jsonl, .jsonl.gz or .parquet",
+    )
+    p.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="bad records: stop with an error (default) or skip, count and report them",
+    )
     if model:
-        p.add_argument("--model", type=Path, default=None,
-                       help="model directory (default: $DISTILLWATCH_MODEL or the shipped model)")
-    p.add_argument("--cache", type=Path, default=None,
-                   help="embedding cache file (default: $DISTILLWATCH_CACHE_DIR or ~/.cache/distillwatch)")
+        p.add_argument(
+            "--model",
+            type=Path,
+            default=None,
+            help="model directory (default: $DISTILLWATCH_MODEL or the shipped model)",
+        )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="embedding cache file (default: $DISTILLWATCH_CACHE_DIR or ~/.cache/distillwatch)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -47,12 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accounts", type=int, required=True, help="number of accounts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--corpora", type=Path, default=None,
-                   help="prompt corpora directory (default: data_samples/corpora)")
-    p.add_argument("--exclude-sources", default="",
-                   help="comma-separated corpus source prefixes to leave out (e.g. gsm8k,bbh)")
-    p.add_argument("--only-sources", default="",
-                   help="comma-separated corpus source prefixes to use exclusively")
+    p.add_argument(
+        "--corpora",
+        type=Path,
+        default=None,
+        help="prompt corpora directory (default: data_samples/corpora)",
+    )
+    p.add_argument(
+        "--exclude-sources",
+        default="",
+        help="comma-separated corpus source prefixes to leave out (e.g. gsm8k,bbh)",
+    )
+    p.add_argument(
+        "--only-sources",
+        default="",
+        help="comma-separated corpus source prefixes to use exclusively",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("train", help="train a detector into a model directory")
@@ -61,20 +88,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="model directory to write")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target-fpr", type=float, default=0.01,
-                   help="false-positive rate the operating threshold is set for (default 0.01)")
+    p.add_argument(
+        "--target-fpr",
+        type=float,
+        default=0.01,
+        help="false-positive rate the operating threshold is set for (default 0.01)",
+    )
     p.add_argument("--max-epochs", type=int, default=25)
     p.add_argument("--val-fraction", type=float, default=0.25)
-    p.add_argument("--embedder", default=None,
-                   help="sentence-transformers model path or name (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument(
+        "--embedder",
+        default=None,
+        help="sentence-transformers model path or name (default: bundled all-MiniLM-L6-v2)",
+    )
     p.add_argument("--cache", type=Path, default=None)
-    p.add_argument("--fleets", action="store_true",
-                   help="also fit the fleet judge (links coordinated accounts; experimental)")
+    p.add_argument(
+        "--fleets",
+        action="store_true",
+        help="also fit the fleet judge (links coordinated accounts; experimental)",
+    )
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("score", help="score every account of an event file")
     _events_args(p)
-    p.add_argument("--out", required=True, type=Path, help="output JSON Lines, one line per account")
+    p.add_argument(
+        "--out", required=True, type=Path, help="output JSON Lines, one line per account"
+    )
 
     p = sub.add_parser("evaluate", help="metrics and plots against labels")
     _events_args(p)
@@ -129,8 +168,9 @@ def cmd_simulate(a: argparse.Namespace) -> None:
         kwargs["exclude_sources"] = tuple(s for s in a.exclude_sources.split(",") if s)
     if a.only_sources:
         kwargs["include_sources"] = tuple(s for s in a.only_sources.split(",") if s)
-    sim = run_simulate(a.accounts, a.seed, a.out, corpora_dir=a.corpora, progress=not a.quiet,
-                       **kwargs)
+    sim = run_simulate(
+        a.accounts, a.seed, a.out, corpora_dir=a.corpora, progress=not a.quiet, **kwargs
+    )
     print(f"wrote {len(sim.events)} events of {len(sim.labels)} accounts to {a.out}")
 
 
@@ -138,16 +178,30 @@ def cmd_train(a: argparse.Namespace) -> None:
     from distillwatch import api
     from training.train import TrainConfig
 
-    cfg = TrainConfig(seed=a.seed, target_fpr=a.target_fpr, max_epochs=a.max_epochs,
-                      val_fraction=a.val_fraction, fleets=a.fleets)
+    cfg = TrainConfig(
+        seed=a.seed,
+        target_fpr=a.target_fpr,
+        max_epochs=a.max_epochs,
+        val_fraction=a.val_fraction,
+        fleets=a.fleets,
+    )
     table = api.read_events(a.events, on_error=a.on_error)
     _report_skips(table.stats)
     labels = api.read_labels(a.labels, on_error=a.on_error)
-    _, report = api.train(table, labels, out=a.out, config=cfg, embedder_model=a.embedder,
-                          cache_path=a.cache, progress=not a.quiet)
+    _, report = api.train(
+        table,
+        labels,
+        out=a.out,
+        config=cfg,
+        embedder_model=a.embedder,
+        cache_path=a.cache,
+        progress=not a.quiet,
+    )
     v = report["validation"]
-    print(f"model written to {a.out}: validation AUROC {v['auroc']:.4f}, "
-          f"recall@1%FPR {v['recall_at_1pct_fpr']:.3f}, threshold {v['threshold']:.4f}")
+    print(
+        f"model written to {a.out}: validation AUROC {v['auroc']:.4f}, "
+        f"recall@1%FPR {v['recall_at_1pct_fpr']:.3f}, threshold {v['threshold']:.4f}"
+    )
 
 
 def cmd_score(a: argparse.Namespace) -> None:
@@ -169,12 +223,21 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     table = api.read_events(a.events, on_error=a.on_error)
     labels = api.read_labels(a.labels, on_error=a.on_error)
     compare = api.load_model(a.compare, cache_path=a.cache) if a.compare else None
-    result = api.evaluate(detector, table, labels, out=a.out, baselines=a.baselines,
-                          compare=compare, progress=not a.quiet)
+    result = api.evaluate(
+        detector,
+        table,
+        labels,
+        out=a.out,
+        baselines=a.baselines,
+        compare=compare,
+        progress=not a.quiet,
+    )
     m = result["metrics"]
-    print(f"AUROC {m['auroc']:.4f}  PR-AUC {m['pr_auc']:.4f}  recall@1%FPR "
-          f"{m['recall_at_1pct_fpr']:.3f}  recall@0.1%FPR {m['recall_at_0.1pct_fpr']:.3f}  "
-          f"-> {a.out / 'metrics.json'}")
+    print(
+        f"AUROC {m['auroc']:.4f}  PR-AUC {m['pr_auc']:.4f}  recall@1%FPR "
+        f"{m['recall_at_1pct_fpr']:.3f}  recall@0.1%FPR {m['recall_at_0.1pct_fpr']:.3f}  "
+        f"-> {a.out / 'metrics.json'}"
+    )
     _report_skips(table.stats)
 
 

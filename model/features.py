@@ -152,12 +152,12 @@ class FeatureState:
     last_conversation: str | None = None
     recent_ts: deque[float] = field(default_factory=lambda: deque(maxlen=256))
     recent_log_gaps: deque[float] = field(default_factory=deque)
-    recent_emb: np.ndarray = field(default=None)  # type: ignore[assignment]  # (W, D) ring
+    recent_emb: Any = None  # (W, D) ring of recent embeddings
     n_emb: int = 0
     head_keys: dict[int, int] = field(default_factory=dict)  # wrapper key → prompts using it
     tail_keys: dict[int, int] = field(default_factory=dict)
     conv_turns: dict[str, int] = field(default_factory=dict)
-    topic_counts: np.ndarray = field(default=None)  # type: ignore[assignment]  # (K,)
+    topic_counts: Any = None  # (K,) prompts per topic
     counts: dict[str, float] = field(default_factory=dict)
     hour_cos: float = 0.0
     hour_sin: float = 0.0
@@ -170,11 +170,22 @@ class FeatureState:
         if self.topic_counts is None:
             self.topic_counts = np.zeros(self.n_topics, dtype=np.float64)
         self.recent_log_gaps = deque(self.recent_log_gaps, maxlen=self.config.gap_window)
-        for key in ("elicitation", "rubric", "answer_format", "template", "near_dup",
-                    "log_max_tokens", "n_max_tokens", "long", "code", "math", "max_tokens_sum",
-                    "topics_covered", "topic_clogc"):
+        for key in (
+            "elicitation",
+            "rubric",
+            "answer_format",
+            "template",
+            "near_dup",
+            "log_max_tokens",
+            "n_max_tokens",
+            "long",
+            "code",
+            "math",
+            "max_tokens_sum",
+            "topics_covered",
+            "topic_clogc",
+        ):
             self.counts.setdefault(key, 0.0)
-
 
     def to_bytes(self) -> bytes:
         """A compact, pickle-free serialization (for the service's account store)."""
@@ -271,7 +282,12 @@ class FeatureExtractor:
         return np.argmax(embeddings @ self.topic_centroids.T, axis=1)  # (T,)
 
     def _step(
-        self, s: FeatureState, acc: AccountEvents, t: int, emb: np.ndarray, topic: int,
+        self,
+        s: FeatureState,
+        acc: AccountEvents,
+        t: int,
+        emb: np.ndarray,
+        topic: int,
         row: np.ndarray,
     ) -> None:
         cfg = self.config
@@ -413,5 +429,6 @@ def fit_topic_centroids(embeddings: np.ndarray, k: int = 32, seed: int = 0) -> n
         raise ValueError(f"need at least {k} embeddings to fit {k} topics, got {len(x)}")
     km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, spherical=True, verbose=False)
     km.train(x)
+    assert km.centroids is not None
     c = km.centroids.astype(np.float32)
     return c / np.linalg.norm(c, axis=1, keepdims=True).clip(1e-12)

@@ -60,6 +60,9 @@ def _most_common(values: Sequence[str | None]) -> str | None:
 class FleetModel:
     """Fitted fleet judge + incident index + linking config (scikit-learn conventions)."""
 
+    judge_: FleetJudge | None  # learned at fit; None when too few fleets of both kinds
+    incidents_: IncidentIndex | None
+
     def __init__(self, link_config: LinkConfig | None = None, flag_threshold: float = 0.5):
         self.link_config = link_config or LinkConfig()
         self.flag_threshold = flag_threshold
@@ -104,6 +107,7 @@ class FleetModel:
         own = np.array([t.probs[-1] for t in traces])
         reasoning = np.array([t.state.counts["elicitation"] / max(t.state.n, 1) for t in traces])
         y = np.array([lab.label for lab in labels])
+        model.incidents_ = None
         harvest = [i for i, lab in enumerate(labels) if lab.label == 1 and lab.campaign]
         if harvest:
             vecs = np.concatenate([embs[i] for i in harvest])
@@ -120,7 +124,9 @@ class FleetModel:
     # ------------------------------------------------------------------ apply
 
     def run(
-        self, detector: Detector, inputs: Sequence[tuple[AccountEvents, np.ndarray, AccountTrace]],
+        self,
+        detector: Detector,
+        inputs: Sequence[tuple[AccountEvents, np.ndarray, AccountTrace]],
         scores: list[AccountScore],
     ) -> tuple[list[Fleet], list[AccountScore]]:
         """Fleets among the scored accounts, and the scores after fleet evidence."""
@@ -128,7 +134,9 @@ class FleetModel:
             return [], scores
         accounts = [a for a, _, _ in inputs]
         own = np.array([s.score for s in scores])
-        reasoning = np.array([t.state.counts["elicitation"] / max(t.state.n, 1) for *_, t in inputs])
+        reasoning = np.array(
+            [t.state.counts["elicitation"] / max(t.state.n, 1) for *_, t in inputs]
+        )
         _, evidence = self._evidence(accounts, [e for _, e, _ in inputs], own, reasoning)
         if not evidence:
             return [], scores
@@ -157,12 +165,15 @@ class FleetModel:
                 reasons = [head + (": " + fleet.reasons[0] if fleet.reasons else ""), *reasons]
             elif flagged and not reasons:
                 reasons = detector.reasons(inputs[i][2].state)
-            out[i] = replace(s, score=new_score, flagged=flagged, fleet_id=fleet.fleet_id,
-                             reasons=reasons[:5])
+            out[i] = replace(
+                s, score=new_score, flagged=flagged, fleet_id=fleet.fleet_id, reasons=reasons[:5]
+            )
         return fleets, out
 
     def apply(
-        self, detector: Detector, inputs: Sequence[tuple[AccountEvents, np.ndarray, AccountTrace]],
+        self,
+        detector: Detector,
+        inputs: Sequence[tuple[AccountEvents, np.ndarray, AccountTrace]],
         scores: list[AccountScore],
     ) -> list[AccountScore]:
         return self.run(detector, inputs, scores)[1]

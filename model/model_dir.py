@@ -79,7 +79,9 @@ def save_model(
     torch.save(detector.network.state_dict(), out / "weights.pt")
     np.save(out / "topics.npy", detector.extractor.topic_centroids.astype(np.float32))
     (out / "reference.json").write_text(json.dumps(detector.reference.to_dict(), indent=1) + "\n")
-    (out / "metrics.json").write_text(json.dumps(metrics or meta.get("metrics", {}), indent=2) + "\n")
+    (out / "metrics.json").write_text(
+        json.dumps(metrics or meta.get("metrics", {}), indent=2) + "\n"
+    )
     if detector.fleet_model is not None:
         detector.fleet_model.save(out)
     if card is not None:
@@ -93,7 +95,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise ModelDirError(f"model directory not found: {p}")
     missing = [f for f in REQUIRED_FILES if not (p / f).exists()]
     if missing:
-        raise ModelDirError(f"{p} is not a distillwatch model directory (missing {', '.join(missing)})")
+        raise ModelDirError(
+            f"{p} is not a distillwatch model directory (missing {', '.join(missing)})"
+        )
     try:
         config: dict[str, Any] = json.loads((p / "config.json").read_text())
     except json.JSONDecodeError as exc:
@@ -164,7 +168,9 @@ def load_model(
     )
 
 
-def build_embedder(embed_config: dict[str, Any], cache_path: str | Path | None = None) -> TextEncoder:
+def build_embedder(
+    embed_config: dict[str, Any], cache_path: str | Path | None = None
+) -> TextEncoder:
     """The encoder a model was trained with, wired to the persistent embedding cache."""
     if embed_config.get("kind") == "hashing":
         from model.embedder import HashingEmbedder

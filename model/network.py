@@ -49,7 +49,7 @@ class StreamState(NamedTuple):
     hidden: torch.Tensor  # (1, B, H)
     ev_max: torch.Tensor  # (B, E)
     ev_sum: torch.Tensor  # (B, E)
-    count: torch.Tensor  # (B,)
+    n_seen: torch.Tensor  # (B,) events seen so far
 
 
 class SequenceDetector(nn.Module):
@@ -80,7 +80,7 @@ class SequenceDetector(nn.Module):
             hidden=torch.zeros(1, batch, c.hidden, device=dev),
             ev_max=torch.full((batch, c.evidence_dim), -1e4, device=dev),
             ev_sum=torch.zeros(batch, c.evidence_dim, device=dev),
-            count=torch.zeros(batch, device=dev),
+            n_seen=torch.zeros(batch, device=dev),
         )
 
     def forward(
@@ -100,7 +100,7 @@ class SequenceDetector(nn.Module):
         ev_max = torch.maximum(ev_max, state.ev_max.unsqueeze(1))
         ev_sum = torch.cumsum(ev, dim=1) + state.ev_sum.unsqueeze(1)  # (B, T, E)
         steps = torch.arange(1, t + 1, device=emb.device, dtype=emb.dtype)  # (T,)
-        count = state.count.unsqueeze(1) + steps.unsqueeze(0)  # (B, T)
+        count = state.n_seen.unsqueeze(1) + steps.unsqueeze(0)  # (B, T)
         ev_mean = ev_sum / count.unsqueeze(-1)
         logits = self.head(torch.cat([h_seq, ev_max, ev_mean], dim=-1)).squeeze(-1)  # (B, T)
 
@@ -113,6 +113,6 @@ class SequenceDetector(nn.Module):
             hidden=h_seq[idx, last].unsqueeze(0).contiguous(),
             ev_max=ev_max[idx, last],
             ev_sum=ev_sum[idx, last],
-            count=count[idx, last],
+            n_seen=count[idx, last],
         )
         return logits, new_state

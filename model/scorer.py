@@ -87,10 +87,13 @@ class AccountState:
             hidden=self.net.hidden.numpy(),
             ev_max=self.net.ev_max.numpy(),
             ev_sum=self.net.ev_sum.numpy(),
-            count=self.net.count.numpy(),
+            n_seen=self.net.n_seen.numpy(),
             scalars=np.array(
-                [self.n_events, -1 if self.first_flag_event is None else self.first_flag_event,
-                 self.last_prob],
+                [
+                    self.n_events,
+                    -1 if self.first_flag_event is None else self.first_flag_event,
+                    self.last_prob,
+                ],
                 dtype=np.float64,
             ),
         )
@@ -106,7 +109,7 @@ class AccountState:
                 hidden=torch.from_numpy(z["hidden"]),
                 ev_max=torch.from_numpy(z["ev_max"]),
                 ev_sum=torch.from_numpy(z["ev_sum"]),
-                count=torch.from_numpy(z["count"]),
+                n_seen=torch.from_numpy(z["n_seen"]),
             ),
             n_events=int(n_events),
             first_flag_event=None if first_flag < 0 else int(first_flag),
@@ -252,8 +255,7 @@ class Detector:
 
         def flush() -> Iterator[tuple[AccountEvents, np.ndarray, AccountTrace]]:
             embs = self._embed_accounts(chunk)
-            for acc, emb, tr in zip(chunk, embs, self.trace_many(chunk, embs), strict=True):
-                yield acc, emb, tr
+            yield from zip(chunk, embs, self.trace_many(chunk, embs), strict=True)
             bar.update(sum(len(a) for a in chunk))
 
         for acc in table.accounts():
@@ -285,7 +287,10 @@ class Detector:
 
     @torch.no_grad()
     def update(
-        self, state: AccountState | None, account: AccountEvents, embeddings: np.ndarray | None = None
+        self,
+        state: AccountState | None,
+        account: AccountEvents,
+        embeddings: np.ndarray | None = None,
     ) -> tuple[AccountState, AccountScore]:
         """Extend an account's state by its NEW events only and return its updated score."""
         state = state if state is not None else self.new_state()

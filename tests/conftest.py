@@ -58,7 +58,9 @@ def sim_labels(sim_dir: Path):
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, sim_table, sim_labels, hashing_embedder) -> Path:
+def tiny_model_dir(
+    tmp_path_factory: pytest.TempPathFactory, sim_table, sim_labels, hashing_embedder
+) -> Path:
     """A model trained for a few epochs with the hashing embedder, saved to disk.
 
     It loads with ``model.model_dir.load_model(path)`` alone: its config names the
@@ -68,8 +70,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, sim_table, sim_labe
 
     out = tmp_path_factory.mktemp("model") / "tiny"
     config = TrainConfig(max_epochs=3, patience=1, n_topics=8, seed=0)
-    train(sim_table, sim_labels, hashing_embedder, {"kind": "hashing", **hashing_embedder.to_dict()}, config,
-          out=out, progress=False)
+    train(
+        sim_table,
+        sim_labels,
+        hashing_embedder,
+        {"kind": "hashing", **hashing_embedder.to_dict()},
+        config,
+        out=out,
+        progress=False,
+    )
     return out
 
 

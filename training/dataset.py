@@ -109,7 +109,8 @@ def group_split(
     for key, idx in groups.items():
         kind = labels[idx[0]].kind or str(labels[idx[0]].label)
         by_kind.setdefault(kind, []).append(key)
-    train, val = [], []
+    train: list[int] = []
+    val: list[int] = []
     for kind in sorted(by_kind):
         keys = sorted(by_kind[kind])
         rng.shuffle(keys)

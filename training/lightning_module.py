@@ -25,13 +25,15 @@ class LitDetector(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.lr, self.weight_decay = lr, weight_decay
+        self.pos_weight, self.last_weight = pos_weight, last_weight
         self.net = SequenceDetector(NetworkConfig.from_dict(network_config))
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits, _ = self.net(batch["emb"], batch["feats"], lengths=batch["lengths"])  # (B, T)
         mask = batch["mask"].float()  # (B, T)
         y = batch["labels"].unsqueeze(1).expand_as(logits)  # (B, T)
-        pw = torch.tensor(self.hparams.pos_weight, device=logits.device)
+        pw = torch.tensor(self.pos_weight, device=logits.device)
         per_pos = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pw, reduction="none")
         per_account = (per_pos * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B,)
         idx = torch.arange(len(logits), device=logits.device)
@@ -39,7 +41,7 @@ class LitDetector(L.LightningModule):
         last_loss = F.binary_cross_entropy_with_logits(
             last, batch["labels"], pos_weight=pw, reduction="none"
         )
-        return (per_account + self.hparams.last_weight * last_loss).mean()
+        return (per_account + self.last_weight * last_loss).mean()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
@@ -51,6 +53,4 @@ class LitDetector(L.LightningModule):
         self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -46,8 +46,8 @@ def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
 
 
 def detection_metrics(
-    scores: Sequence[float],
-    labels: Sequence[int],
+    scores: Sequence[float] | np.ndarray,
+    labels: Sequence[int] | np.ndarray,
     kinds: Sequence[str],
     threshold: float,
     first_flag: Sequence[int | None] | None = None,

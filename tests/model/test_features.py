@@ -12,7 +12,14 @@ from model.features import (
     TextFlags,
     wrapper_keys,
 )
-from model.lexicon import ELICITATION, ELICITATION_PATTERNS, FORMAT, FORMAT_PATTERNS, RUBRIC, RUBRIC_PATTERNS
+from model.lexicon import (
+    ELICITATION,
+    ELICITATION_PATTERNS,
+    FORMAT,
+    FORMAT_PATTERNS,
+    RUBRIC,
+    RUBRIC_PATTERNS,
+)
 
 IDX = {n: i for i, n in enumerate(FEATURE_NAMES)}
 
@@ -25,7 +32,10 @@ def _extractor(dim: int = 8, k: int = 4) -> FeatureExtractor:
 
 def _account(prompts: list[str], gaps: list[float] | None = None, **extra: object):
     ts = np.cumsum([0.0] + (gaps or [60.0] * (len(prompts) - 1)))
-    recs = [{"account_id": "a", "ts": 1.7e9 + t, "prompt": p, **extra} for t, p in zip(ts, prompts)]
+    recs = [
+        {"account_id": "a", "ts": 1.7e9 + t, "prompt": p, **extra}
+        for t, p in zip(ts, prompts, strict=False)
+    ]
     return next(EventTable.from_records(recs).accounts())
 
 
@@ -36,9 +46,13 @@ def _emb(n: int, dim: int = 8, seed: int = 1) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "text",
-    ["Solve this. Let's think step by step.", "Please show your work before the final answer",
-     "Walk me through how you would derive it", "Justify each step you take.",
-     "Explain your reasoning, then answer"],
+    [
+        "Solve this. Let's think step by step.",
+        "Please show your work before the final answer",
+        "Walk me through how you would derive it",
+        "Justify each step you take.",
+        "Explain your reasoning, then answer",
+    ],
 )
 def test_elicitation_phrasings_are_caught(text: str) -> None:
     assert TextFlags.of(text).elicitation
@@ -79,7 +93,9 @@ def test_features_are_causal() -> None:
 
 def test_incremental_state_roundtrip_equals_batch() -> None:
     fx = _extractor()
-    prompts = [f"Solve step by step: what is {i} + {i * 3}? Give the final answer." for i in range(20)]
+    prompts = [
+        f"Solve step by step: what is {i} + {i * 3}? Give the final answer." for i in range(20)
+    ]
     acc = _account(prompts, max_tokens=2048, conversation_id="c1")
     emb = _emb(20)
     full, state_full = fx.transform(acc, emb)
@@ -94,10 +110,12 @@ def test_incremental_state_roundtrip_equals_batch() -> None:
 def test_template_reuse_and_near_duplicates_are_seen() -> None:
     fx = _extractor()
     wrapper = "You are an expert tutor. Solve the problem below and explain your reasoning in detail. {} Return only the final answer after your reasoning as a single line please."
-    prompts = [wrapper.format(f"Problem: a train leaves at {i} pm going {i * 7} km/h") for i in range(6)]
+    prompts = [
+        wrapper.format(f"Problem: a train leaves at {i} pm going {i * 7} km/h") for i in range(6)
+    ]
     acc = _account(prompts)
     emb = np.repeat(_emb(1), 6, axis=0)
-    feats, state = fx.transform(acc, emb)
+    feats, _state = fx.transform(acc, emb)
     assert feats[0, IDX["template_reused"]] == 0
     assert feats[1:, IDX["template_reused"]].all()
     assert feats[1:, IDX["near_duplicate"]].all()

@@ -9,8 +9,11 @@ from model.network import NetworkConfig, SequenceDetector
 @pytest.fixture
 def net() -> SequenceDetector:
     torch.manual_seed(0)
-    return SequenceDetector(NetworkConfig(embed_dim=16, n_features=5, proj_dim=8, hidden=12,
-                                          evidence_dim=4, dropout=0.0)).eval()
+    return SequenceDetector(
+        NetworkConfig(
+            embed_dim=16, n_features=5, proj_dim=8, hidden=12, evidence_dim=4, dropout=0.0
+        )
+    ).eval()
 
 
 def test_future_events_do_not_change_past_logits(net: SequenceDetector) -> None:
@@ -42,7 +45,7 @@ def test_padding_does_not_leak_into_valid_positions_or_state(net: SequenceDetect
     alone, alone_state = net(emb[1:, :6], feats[1:, :6])
     assert torch.allclose(batched[1, :6], alone[0], atol=1e-5)
     assert torch.allclose(state.hidden[:, 1], alone_state.hidden[:, 0], atol=1e-5)
-    assert torch.allclose(state.count[1], torch.tensor(6.0))
+    assert torch.allclose(state.n_seen[1], torch.tensor(6.0))
 
 
 def test_config_validation() -> None:

@@ -8,7 +8,15 @@ import pytest
 from model.model_dir import ModelDirError, load_model, read_config
 from model.scorer import AccountState
 
-CONTRACT_FIELDS = {"account_id", "score", "flagged", "n_events", "first_flag_event", "fleet_id", "reasons"}
+CONTRACT_FIELDS = {
+    "account_id",
+    "score",
+    "flagged",
+    "n_events",
+    "first_flag_event",
+    "fleet_id",
+    "reasons",
+}
 
 
 def test_score_output_follows_the_contract(tiny_detector, sim_table) -> None:
@@ -50,10 +58,20 @@ def test_first_flag_event_is_where_the_online_score_crosses(tiny_detector, sim_t
 
 def test_model_directory_is_self_contained(tiny_model_dir) -> None:
     config = read_config(tiny_model_dir)
-    for key in ("version", "embedder", "features", "network", "threshold", "calibration", "training"):
+    for key in (
+        "version",
+        "embedder",
+        "features",
+        "network",
+        "threshold",
+        "calibration",
+        "training",
+    ):
         assert key in config
     assert (tiny_model_dir / "README.md").read_text().startswith("# distillwatch detector")
-    assert json.loads((tiny_model_dir / "metrics.json").read_text())["validation"]["auroc"] is not None
+    assert (
+        json.loads((tiny_model_dir / "metrics.json").read_text())["validation"]["auroc"] is not None
+    )
 
 
 def test_broken_model_directories_give_clear_errors(tmp_path, tiny_model_dir) -> None:
