@@ -20,13 +20,15 @@ and last ``tail_chars`` characters. After tokenizing, prompts longer than ``max_
 tokens again keep head and tail tokens, in the same proportion, so the question that follows
 a pasted document still reaches the model.
 
-Speed (``benchmarks/embedding.py``, 2 CPU cores): the default ``backend="onnx"`` exports the
-model once to ONNX (cached under ``~/.cache/distillwatch/onnx/``) and runs it with ONNX Runtime
-and its fused attention kernels: about 2.5x plain ``SentenceTransformer.encode`` on a realistic
-prompt mix, with cosine 1.0000 to it on prompts that fit in 128 tokens. ``"onnx-int8"`` is
-faster still (about 3x) but dynamic int8 quantization scales activations per batch, so a
-text's vector depends on its batch-mates (cosine 0.99 between the two); that breaks the
-"same text, same vector" promise the cache relies on, so it is opt-in.
+Speed (``benchmarks/embedding.py``, 2 CPU cores, ratios to plain
+``SentenceTransformer.encode`` in the same run). The default ``backend="onnx"`` exports the
+model once to ONNX (cached under ``~/.cache/distillwatch/onnx/``) and runs it with ONNX
+Runtime's fused attention: 2.5x on an idle machine, 1.85x on a busy one, cosine 1.0000 to the
+reference on prompts that fit in 128 tokens. ``"onnx-int8"`` is about 3x everywhere, cosine
+0.992, but dynamic quantization scales activations per batch, so a text's vector depends on
+its batch-mates (cosine 0.99 between alone and batched): results stop being reproducible
+outside the cache, so it is opt-in. ``"torch"`` needs neither ``onnx`` nor ``onnxruntime``;
+ONNX falls back to it, with a warning, when either is missing.
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ touched account's stored state extended by its NEW events only, and all new stat
 written in ONE durable transaction before the answer is built. Events older than an
 account's last stored event are accepted and processed in arrival order (after what the
 account has already seen); they are counted in ``distillwatch_late_events_total``, never
-dropped. Requests touching the same account are serialized by per-account locks, so two
+dropped. Recently active accounts keep their deserialized state in memory (bounded LRU, checked
+against the stored row), so their next event skips deserialization; the stored bytes stay
+the truth after a restart (the model stores its embedding ring as float16, so a restarted
+service and one that kept running may differ in the last digits of a score). Requests touching the same account are serialized by per-account locks, so two
 concurrent requests cannot lose each other's update.
 
 What it does not know: HTTP (see ``serve/routes.py``), how the detector scores.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,6 +68,40 @@ class StripedLocks:
                 self._locks[i].release()
 
 
+class StateCache:
+    """Deserialized states of recently active accounts, so a busy account's next event skips
+    ``AccountState.from_bytes``. The store stays the truth: an entry is used only while its
+    ``(n_events, updated_at)`` still match the stored row. Bounded (LRU); 0 disables it.
+    """
+
+    def __init__(self, max_accounts: int):
+        self.max_accounts = max_accounts
+        self._entries: OrderedDict[str, tuple[int, float, AccountState]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, stored: StoredAccount) -> AccountState | None:
+        with self._lock:
+            entry = self._entries.get(stored.account_id)
+            if entry is None or (entry[0], entry[1]) != (stored.n_events, stored.updated_at):
+                return None
+            self._entries.move_to_end(stored.account_id)
+            return entry[2]
+
+    def put(self, account_id: str, n_events: int, updated_at: float, state: AccountState) -> None:
+        if self.max_accounts <= 0:
+            return
+        with self._lock:
+            self._entries[account_id] = (n_events, updated_at, state)
+            self._entries.move_to_end(account_id)
+            while len(self._entries) > self.max_accounts:
+                self._entries.popitem(last=False)
+
+    def drop(self, account_ids: Iterable[str]) -> None:
+        with self._lock:
+            for a in account_ids:
+                self._entries.pop(a, None)
+
+
 @dataclass(frozen=True)
 class IngestResult:
     n_events: int
@@ -109,6 +147,7 @@ class ScoringService:
         self.store: AccountStore | None = None
         self._identity: str | None = None
         self._locks = StripedLocks()
+        self._states = StateCache(settings.state_cache_accounts)
         self._embed_lock = threading.Lock()
         self._loaded = threading.Event()
 
@@ -139,6 +178,7 @@ class ScoringService:
         t0 = time.perf_counter()
         try:
             detector = load_model(self.model_path)
+            detector.embed(["warm-up: the encoder loads lazily, load it before serving"])
         except Exception:
             self.status = "failed"
             log.exception("model failed to load", extra={"model": str(self.model_path)})
@@ -202,33 +242,42 @@ class ScoringService:
 
         now = time.time()
         records: list[StoredAccount] = []
+        new_states: list[AccountState] = []
         n_new = n_flag_new = n_late = 0
         flagged_delta = 0
         with self._locks.hold(groups):
             previous = store.get_many(list(groups))
-            for i, acc in enumerate(accounts):
-                prev = previous.get(acc.account_id)
-                state = AccountState.from_bytes(prev.state) if prev is not None else None
-                if state is not None and state.n_events:
-                    n_late += int(np.count_nonzero(acc.ts < state.features.last_ts))
-                new_state, score = detector.update(
-                    state, acc, embeddings=embeddings[bounds[i] : bounds[i + 1]]
-                )
-                records.append(
-                    StoredAccount(
-                        account_id=acc.account_id,
-                        state=new_state.to_bytes(),
-                        score_json=orjson.dumps(score.to_dict()).decode(),
-                        n_events=new_state.n_events,
-                        flagged=score.flagged,
-                        updated_at=now,
+            try:
+                for i, acc in enumerate(accounts):
+                    prev = previous.get(acc.account_id)
+                    state = self._load_state(prev)
+                    if state is not None and state.n_events:
+                        n_late += int(np.count_nonzero(acc.ts < state.features.last_ts))
+                    # `update` may extend `state` in place: on failure the cache is dropped below
+                    new_state, score = detector.update(
+                        state, acc, embeddings=embeddings[bounds[i] : bounds[i + 1]]
                     )
-                )
-                was_flagged = prev is not None and prev.flagged
-                n_new += prev is None
-                n_flag_new += score.flagged and not was_flagged
-                flagged_delta += int(score.flagged) - int(was_flagged)
-            store.put_many(records)
+                    new_states.append(new_state)
+                    records.append(
+                        StoredAccount(
+                            account_id=acc.account_id,
+                            state=new_state.to_bytes(),
+                            score_json=orjson.dumps(score.to_dict()).decode(),
+                            n_events=new_state.n_events,
+                            flagged=score.flagged,
+                            updated_at=now,
+                        )
+                    )
+                    was_flagged = prev is not None and prev.flagged
+                    n_new += prev is None
+                    n_flag_new += score.flagged and not was_flagged
+                    flagged_delta += int(score.flagged) - int(was_flagged)
+                store.put_many(records)
+            except BaseException:
+                self._states.drop(groups)
+                raise
+            for rec, st in zip(records, new_states, strict=True):
+                self._states.put(rec.account_id, rec.n_events, rec.updated_at, st)
 
         m = self.metrics
         m.events_ingested.inc(len(events))
@@ -237,6 +286,12 @@ class ScoringService:
         m.accounts_flagged.inc(flagged_delta)
         m.flag_transitions.inc(n_flag_new)
         return IngestResult(len(events), [r.score_json.encode() for r in records])
+
+    def _load_state(self, stored: StoredAccount | None) -> AccountState | None:
+        if stored is None:
+            return None
+        cached = self._states.get(stored)
+        return cached if cached is not None else AccountState.from_bytes(stored.state)
 
     def score_stream(self, events: Sequence[Event]) -> dict[str, Any]:
         """Score one account's whole stream alone; nothing is stored."""

@@ -95,6 +95,12 @@ class ServiceSettings(BaseSettings):
             "small to split, concurrency comes from serving requests in parallel"
         ),
     )
+    state_cache_accounts: int = Field(
+        4096,
+        ge=0,
+        le=10_000_000,
+        description="recently active accounts whose state is kept deserialized in memory",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("api_keys", mode="before")

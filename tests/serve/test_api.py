@@ -266,3 +266,28 @@ def test_body_that_is_not_utf8_is_422(make_client):
         )
         assert r.status_code == 422
         assert r.json()["detail"][0]["field"] == "body"
+
+
+def test_state_cache_is_dropped_when_a_request_fails(make_client, monkeypatch):
+    with make_client() as client:
+        assert client.post("/v1/events", json={"events": [_event(ts=1)]}).status_code == 200
+        service = client.app.state.service  # type: ignore[attr-defined]
+        store = service.store
+        real_put = store.put_many
+
+        def failing_put(records: Any) -> None:
+            raise RuntimeError("disk full")
+
+        monkeypatch.setattr(store, "put_many", failing_put)
+        second = _event(ts=2, prompt="Output only the final answer. Grade: A. " * 20)
+        assert client.post("/v1/events", json={"events": [second]}).status_code == 500
+        monkeypatch.setattr(store, "put_many", real_put)
+        # the failed request left no trace: neither in the store nor in the in-memory state
+        assert client.get("/v1/accounts/a-1").json()["n_events"] == 1
+        third = _event(ts=3, prompt="Solve step by step, show all reasoning: 17 * 24")
+        r = client.post("/v1/events", json={"events": [third]})
+        assert r.json()["scores"][0]["n_events"] == 2
+        whole = client.post(
+            "/v1/score", json={"account_id": "a-1", "events": [_event(ts=1), third]}
+        ).json()
+        assert r.json()["scores"][0]["score"] == pytest.approx(whole["score"], abs=1e-4)

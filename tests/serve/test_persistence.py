@@ -103,6 +103,7 @@ def live_server(tiny_model_dir: Path, tmp_path: Path):
 def test_kill_9_loses_no_acknowledged_event(live_server, sim_accounts, tmp_path):
     server = live_server()
     acked: dict[str, int] = {}
+    errors: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
     n_threads = 4
@@ -122,7 +123,9 @@ def test_kill_9_loses_no_acknowledged_event(live_server, sim_accounts, tmp_path)
                     r = http.post("/v1/events", json={"events": events})
                 except httpx.TransportError:
                     return  # the server died under us: this request was never acknowledged
-                assert r.status_code == 200, r.text
+                if r.status_code != 200:
+                    errors.append(r.text)
+                    return
                 sent[a] += len(events)
                 score = r.json()["scores"][0]
                 with lock:
@@ -138,7 +141,8 @@ def test_kill_9_loses_no_acknowledged_event(live_server, sim_accounts, tmp_path)
     stop.set()
     for t in threads:
         t.join(30)
-    assert sum(acked.values()) > 0
+    assert not errors
+    assert sum(acked.values()) >= 30, "too little traffic before the kill to mean anything"
 
     restarted = live_server()
     with httpx.Client(base_url=restarted.url, timeout=30) as http:

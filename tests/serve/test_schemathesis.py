@@ -3,6 +3,7 @@ or break the documented responses."""
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from tests.serve.conftest import API_KEY, auth
 # the session fixture has trained it: the app points at a directory the fixture fills in
 # before the first call starts the app's lifespan (which is when the model is read).
 _WORK = Path(tempfile.mkdtemp(prefix="distillwatch-schemathesis-"))
+atexit.register(shutil.rmtree, _WORK, True)
 APP = create_app(
     ServiceSettings(
         model=_WORK / "model",
@@ -41,7 +43,6 @@ def model_in_place(tiny_model_dir: Path):
     shutil.copytree(tiny_model_dir, _WORK / "model", dirs_exist_ok=True)
     yield
     asgi.shutdown_lifespans()
-    shutil.rmtree(_WORK, ignore_errors=True)
 
 
 @pytest.mark.slow
