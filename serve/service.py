@@ -3,14 +3,17 @@
 What it knows: how one ingest request becomes stored state — events grouped by account,
 each group sorted by time, every new prompt of the request embedded in ONE call, each
 touched account's stored state extended by its NEW events only, and all new states
-written in ONE durable transaction before the answer is built. Events older than an
-account's last stored event are accepted and processed in arrival order (after what the
-account has already seen); they are counted in ``distillwatch_late_events_total``, never
-dropped. Recently active accounts keep their deserialized state in memory (bounded LRU, checked
-against the stored row), so their next event skips deserialization; the stored bytes stay
-the truth after a restart (the model stores its embedding ring as float16, so a restarted
-service and one that kept running may differ in the last digits of a score). Requests touching the same account are serialized by per-account locks, so two
-concurrent requests cannot lose each other's update.
+written in ONE durable transaction before the answer is built.
+
+Events older than an account's last stored event are accepted and processed in arrival
+order (after what the account has already seen); they are counted in
+``distillwatch_late_events_total``, never dropped. Requests touching the same account are
+serialized by per-account locks, so two concurrent requests cannot lose each other's update.
+
+Recently active accounts keep their deserialized state in memory (bounded LRU, checked
+against the stored row), so their next event skips deserialization. The stored bytes stay
+the truth after a restart; the model stores its embedding ring as float16, so a restarted
+service and one that kept running may differ in the last digits of a score.
 
 What it does not know: HTTP (see ``serve/routes.py``), how the detector scores.
 """
