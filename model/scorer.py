@@ -18,30 +18,18 @@ Example::
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
+from model.embedder import TextEncoder
 from model.events import AccountEvents, EventTable
 from model.features import FeatureExtractor, FeatureState
 from model.network import SequenceDetector, StreamState
 from model.reasons import OrganicReference, account_stats
-
-
-class TextEncoder(Protocol):
-    """What the scorer needs of an embedder (``model.embedder.Embedder`` or a fake)."""
-
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def identity(self) -> str: ...
-
-    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray: ...
 
 
 @dataclass
@@ -341,7 +329,3 @@ class Detector:
             "metrics": self.meta.get("metrics", {}),
             "created": self.meta.get("created"),
         }
-
-
-def sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-max(min(x, 40.0), -40.0)))
