@@ -27,6 +27,10 @@ class NetworkConfig:
     hidden: int = 96
     evidence_dim: int = 32
     dropout: float = 0.1
+    #: Also pool ``log1p`` of the running SUM of non-negative evidence: a count of
+    #: suspicious prompts that, unlike the mean, is not diluted by organic cover traffic.
+    #: Models saved before this option existed load with False (their weights lack it).
+    count_pool: bool = True
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "n_features", "proj_dim", "hidden", "evidence_dim"):
@@ -40,7 +44,7 @@ class NetworkConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetworkConfig:
-        return cls(**d)
+        return cls(**{"count_pool": False, **d})
 
 
 class StreamState(NamedTuple):
@@ -66,8 +70,9 @@ class SequenceDetector(nn.Module):
         self.evidence = nn.Sequential(
             nn.Linear(in_dim, c.hidden), nn.GELU(), nn.Linear(c.hidden, c.evidence_dim)
         )
+        n_pools = 3 if c.count_pool else 2
         self.head = nn.Sequential(
-            nn.Linear(c.hidden + 2 * c.evidence_dim, c.hidden),
+            nn.Linear(c.hidden + n_pools * c.evidence_dim, c.hidden),
             nn.GELU(),
             nn.Dropout(c.dropout),
             nn.Linear(c.hidden, 1),
@@ -96,13 +101,17 @@ class SequenceDetector(nn.Module):
         x = torch.cat([self.proj(emb), feats], dim=-1)  # (B, T, P+F)
         h_seq, _ = self.gru(self.inp(x), state.hidden)  # (B, T, H)
         ev = self.evidence(x)  # (B, T, E)
+        if self.config.count_pool:
+            ev = nn.functional.softplus(ev)  # non-negative, so the running sum counts
         ev_max = torch.cummax(ev, dim=1).values  # (B, T, E)
         ev_max = torch.maximum(ev_max, state.ev_max.unsqueeze(1))
         ev_sum = torch.cumsum(ev, dim=1) + state.ev_sum.unsqueeze(1)  # (B, T, E)
         steps = torch.arange(1, t + 1, device=emb.device, dtype=emb.dtype)  # (T,)
         count = state.n_seen.unsqueeze(1) + steps.unsqueeze(0)  # (B, T)
-        ev_mean = ev_sum / count.unsqueeze(-1)
-        logits = self.head(torch.cat([h_seq, ev_max, ev_mean], dim=-1)).squeeze(-1)  # (B, T)
+        pools = [h_seq, ev_max, ev_sum / count.unsqueeze(-1)]  # GRU, max, mean
+        if self.config.count_pool:
+            pools.append(torch.log1p(ev_sum))  # (B, T, E) soft count
+        logits = self.head(torch.cat(pools, dim=-1)).squeeze(-1)  # (B, T)
 
         if lengths is None:
             last = torch.full((b,), t - 1, dtype=torch.long, device=emb.device)
