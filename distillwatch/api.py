@@ -6,20 +6,30 @@ Example::
     model = dw.load_model()                         # the shipped model
     events = dw.read_events("data_samples/events.jsonl")
     scores = dw.score_frame(model, events)          # a pandas DataFrame, one row per account
-    result = dw.evaluate(model, events, dw.read_labels("data_samples/labels.jsonl"), out="eval")
+    labels = dw.read_labels("data_samples/labels.jsonl")
+    result = dw.evaluate(model, events, labels, baselines=True, out="eval")
+    result                                          # headline table, one row per method
+    result.figures["roc"]                           # plots display inline
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model.events import EventTable, OnError
 from model.model_dir import load_model as _load_model
 from model.scorer import Detector
+from training.evaluate import MODEL_NAME, EvalRows, Evaluation
 from training.labels import Label
 from training.labels import read_labels as _read_labels
+
+if TYPE_CHECKING:
+    from training.report import Png
 
 PathLike = str | Path
 
@@ -104,6 +114,98 @@ def train(
     return _train(_as_table(events), labels, embedder, embed_config, config, out, progress)
 
 
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` gives back: metrics, per-account rows, figures, files written.
+
+    In a notebook the result shows its headline table; ``result.accounts`` is a DataFrame
+    (one row per evaluated account, every method's score side by side);
+    ``result.figures["roc"]`` displays the ROC plot (keys: ``roc``, ``pr``,
+    ``scores_by_kind``, ``time_to_detection``, ``dilution`` when run).
+    """
+
+    evaluation: Evaluation
+    paths: list[Path] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """What metrics.json holds."""
+        return self.evaluation.metrics
+
+    @property
+    def rows(self) -> EvalRows:
+        """distillwatch's per-account rows (with per-event probabilities)."""
+        return self.evaluation.model_rows
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.evaluation.rows)
+
+    @property
+    def accounts(self) -> Any:
+        """One row per evaluated account: label, kind, and each method's score and flag."""
+        import pandas as pd
+
+        ev = self.evaluation
+        df = pd.DataFrame(ev.model_rows.to_records())
+        df.insert(2, "flagged", df["score"] >= ev.thresholds[MODEL_NAME])
+        others = {name: rows for name, rows in ev.rows.items() if name != MODEL_NAME}
+        if ev.compare_rows is not None:
+            others["compare"] = ev.compare_rows
+        for name, rows in others.items():
+            thr = ev.thresholds[name] if name in ev.thresholds else self._compare_threshold()
+            side = pd.DataFrame(
+                {
+                    "account_id": rows.account_ids,
+                    f"{name}_score": rows.scores,
+                    f"{name}_flagged": [s >= thr for s in rows.scores],
+                    f"{name}_first_flag_event": rows.first_flag,
+                }
+            )
+            df = df.merge(side, on="account_id", how="left")
+        return df
+
+    def _compare_threshold(self) -> float:
+        return float(self.metrics["compare"]["metrics"]["threshold"])
+
+    def headline(self) -> Any:
+        """Headline figures, one row per method (distillwatch first)."""
+        import pandas as pd
+
+        from training.report import HEADLINE, metric_at
+
+        per_method = {MODEL_NAME: self.metrics, **self.metrics.get("baselines", {})}
+        return pd.DataFrame(
+            {label: [metric_at(m, key) for m in per_method.values()] for key, label, _ in HEADLINE},
+            index=pd.Index(list(per_method), name="method"),
+            dtype=float,
+        )
+
+    @cached_property
+    def figures(self) -> dict[str, Png]:
+        """The report's plots as PNG bytes that display inline, by name."""
+        from training.report import figures
+
+        return figures(self.evaluation)
+
+    def report_html(self) -> str:
+        """The full HTML report (as written to report.html)."""
+        from training.report import render_html
+
+        return render_html(self.evaluation, self.figures)
+
+    def __repr__(self) -> str:
+        ev = self.metrics.get("evaluated_on") or {}
+        return f"EvaluationResult({ev.get('accounts')} accounts, methods {self.methods})\n" + str(
+            self.headline().to_string(float_format=lambda v: f"{v:.3f}")
+        )
+
+    def _repr_html_(self) -> str:
+        note = (self.metrics.get("evaluated_on") or {}).get("baseline_fit") or {}
+        extra = f"<p><i>{html.escape(note['note'])}.</i></p>" if note.get("note") else ""
+        return str(self.headline().to_html(float_format=lambda v: f"{v:.3f}")) + extra
+
+
 def evaluate(
     model: Detector,
     events: Any,
@@ -111,41 +213,58 @@ def evaluate(
     *,
     out: PathLike | None = None,
     baselines: bool = False,
+    baselines_train: tuple[Any, dict[str, Label]] | None = None,
     compare: Detector | None = None,
+    dilution: bool = False,
+    dilution_accounts: int = 100,
+    seed: int = 0,
+    report: bool = True,
     progress: bool = False,
-) -> dict[str, Any]:
-    """Metrics (and, with ``out``, metrics.json plus the HTML report) for labelled events."""
-    from training.evaluate import evaluate_rows, score_labelled, write_metrics
+) -> EvaluationResult:
+    """Judge ``model`` on labelled events; with ``out``, write metrics.json and the report.
 
-    table = _as_table(events)
-    rows = score_labelled(model, table, labels, progress=progress)
-    metrics = evaluate_rows(rows, model.threshold)
-    result: dict[str, Any] = {"metrics": metrics, "rows": rows}
-    if baselines:
-        raise ValueError("--baselines is not available in this version (see the open issue)")
-    if compare is not None:
-        other = evaluate_rows(
-            score_labelled(compare, table, labels, progress=progress), compare.threshold
-        )
-        metrics["compare"] = {
-            "model": compare.meta.get("version"),
-            "metrics": other,
-            "delta": {
-                k: metrics[k] - other[k]
-                for k in _HEADLINE
-                if metrics.get(k) is not None and other.get(k) is not None
-            },
-        }
+    ``baselines`` adds the published detectors (``training.baselines``). They are fitted on
+    ``baselines_train`` (events, labels) when given; otherwise on a seeded, campaign-disjoint
+    half of the labelled accounts, and then EVERY method, this model included, is reported
+    on the other half only (``metrics["evaluated_on"]`` says which). ``compare`` scores a
+    second model on the same accounts (``metrics["compare"]``: side-by-side checks for
+    promoting ``model`` over it). ``dilution`` simulates ``dilution_accounts`` accounts per
+    share that mix harvesting into organic traffic (1 % to 20 %), ten times as many organic
+    ones, and records each method's recall (``training.dilution``; slow with MiniLM).
+
+    Example::
+
+        result = dw.evaluate(model, events, labels, baselines=True)
+        result                      # headline table, one row per method
+        result.figures["roc"]       # the ROC plot, inline
+        result.accounts.head()      # per-account scores of every method
+    """
+    from training.evaluate import EvalConfig, run_evaluation, write_metrics
+
+    config = EvalConfig(
+        baselines=baselines or baselines_train is not None,
+        seed=seed,
+        dilution=dilution,
+        dilution_accounts=dilution_accounts,
+    )
+    fit_data = None
+    if baselines_train is not None:
+        fit_data = (_as_table(baselines_train[0]), baselines_train[1])
+    evaluation = run_evaluation(
+        model,
+        _as_table(events),
+        labels,
+        config,
+        baseline_data=fit_data,
+        compare=compare,
+        progress=progress,
+    )
+    result = EvaluationResult(evaluation)
     if out is not None:
-        write_metrics(Path(out), metrics)
+        out = Path(out)
+        result.paths.append(write_metrics(out, evaluation.metrics))
+        if report:
+            from training.report import write_report
+
+            result.paths.extend(write_report(out, evaluation, result.figures))
     return result
-
-
-_HEADLINE = (
-    "auroc",
-    "pr_auc",
-    "recall_at_1pct_fpr",
-    "recall_at_0.1pct_fpr",
-    "recall_at_threshold",
-    "fpr_at_threshold",
-)

@@ -115,12 +115,70 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, type=Path, help="output JSON Lines, one line per account"
     )
 
-    p = sub.add_parser("evaluate", help="metrics and plots against labels")
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics, plots and an HTML report against labels",
+        description=(
+            "Judge a model on labelled events: writes DIR/metrics.json, DIR/report.html and "
+            "the plots as PNG files. With --baselines the published detectors are fitted on "
+            "--baselines-train-* when given, else on a campaign-disjoint half of the labelled "
+            "accounts, and every method is then reported on the other half only."
+        ),
+    )
     _events_args(p)
     p.add_argument("--labels", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--baselines", action="store_true", help="also run the published baselines")
-    p.add_argument("--compare", type=Path, default=None, help="a second model directory to compare")
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also run the baselines (rules, logistic regression, PRADA, MMD window test)",
+    )
+    p.add_argument(
+        "--baselines-train-events",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="F",
+        help="labelled events to fit the baselines on, disjoint from --events "
+        "(implies --baselines; default: a campaign-disjoint half of --events)",
+    )
+    p.add_argument(
+        "--baselines-train-labels",
+        type=Path,
+        default=None,
+        metavar="F",
+        help="labels of --baselines-train-events",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the baseline split and of the dilution simulation (default 0)",
+    )
+    p.add_argument(
+        "--dilution",
+        action="store_true",
+        help="also simulate accounts mixing harvesting into organic traffic and record recall",
+    )
+    p.add_argument(
+        "--dilution-accounts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="mixed accounts simulated per harvesting share, 200 events each (default 100; "
+        "10 x N organic accounts are simulated beside them)",
+    )
+    p.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        help="a second model directory (the current one) to compare --model against",
+    )
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write metrics.json only (no HTML report, no PNG plots)",
+    )
 
     p = sub.add_parser("fleets", help="write coordinated-account clusters")
     _events_args(p)
@@ -219,9 +277,19 @@ def cmd_score(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from distillwatch import api
 
+    train_events, train_labels = a.baselines_train_events, a.baselines_train_labels
+    if (train_events is None) != (train_labels is None):
+        raise CLIError("--baselines-train-events and --baselines-train-labels go together")
+    if a.dilution_accounts is not None and not a.dilution:
+        raise CLIError("--dilution-accounts needs --dilution")
     detector = api.load_model(a.model, cache_path=a.cache)
     table = api.read_events(a.events, on_error=a.on_error)
     labels = api.read_labels(a.labels, on_error=a.on_error)
+    baselines_train = None
+    if train_events is not None:
+        train_table = api.read_events(train_events, on_error=a.on_error)
+        _report_skips(train_table.stats, "baseline-training events")
+        baselines_train = (train_table, api.read_labels(train_labels, on_error=a.on_error))
     compare = api.load_model(a.compare, cache_path=a.cache) if a.compare else None
     result = api.evaluate(
         detector,
@@ -229,16 +297,57 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         labels,
         out=a.out,
         baselines=a.baselines,
+        baselines_train=baselines_train,
         compare=compare,
+        dilution=a.dilution,
+        dilution_accounts=a.dilution_accounts or 100,
+        seed=a.seed,
+        report=not a.no_report,
         progress=not a.quiet,
     )
-    m = result["metrics"]
-    print(
-        f"AUROC {m['auroc']:.4f}  PR-AUC {m['pr_auc']:.4f}  recall@1%FPR "
-        f"{m['recall_at_1pct_fpr']:.3f}  recall@0.1%FPR {m['recall_at_0.1pct_fpr']:.3f}  "
-        f"-> {a.out / 'metrics.json'}"
-    )
+    print(_summary(result.metrics))
+    for path in result.paths:
+        print(f"wrote {path}")
     _report_skips(table.stats)
+
+
+def _summary(metrics: dict) -> str:
+    """A short table of the headline figures, one line per method, and what was evaluated."""
+
+    def f(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    per_method = {"distillwatch": metrics, **metrics.get("baselines", {})}
+    lines = [
+        f"{'method':<14}{'AUROC':>7}{'PR-AUC':>8}{'R@1%':>7}{'R@0.1%':>8}"
+        f"{'R@thr':>7}{'FPR@thr':>8}{'TTD med':>8}"
+    ]
+    for name, m in per_method.items():
+        ttd = (m.get("first_flag_event") or {}).get("median")
+        lines.append(
+            f"{name:<14}{f(m.get('auroc')):>7}{f(m.get('pr_auc')):>8}"
+            f"{f(m.get('recall_at_1pct_fpr')):>7}{f(m.get('recall_at_0.1pct_fpr')):>8}"
+            f"{f(m.get('recall_at_threshold')):>7}{f(m.get('fpr_at_threshold')):>8}"
+            f"{'-' if ttd is None else f'{ttd:.0f}':>8}"
+        )
+    ev = metrics.get("evaluated_on") or {}
+    fit = ev.get("baseline_fit") or {}
+    lines.append(
+        f"evaluated on {ev.get('accounts')} accounts ({ev.get('harvesting')} harvesting)"
+        + (f"; {fit['note']}" if fit.get("note") else "")
+    )
+    comp = metrics.get("compare")
+    if comp:
+        regressions = comp.get("regressions") or []
+        lines.append(
+            f"against {comp.get('model')}: "
+            + (
+                f"{len(regressions)} regression(s): {', '.join(regressions)}"
+                if regressions
+                else "no regression"
+            )
+        )
+    return "\n".join(lines)
 
 
 def cmd_fleets(a: argparse.Namespace) -> None:

@@ -96,9 +96,8 @@ def test_skip_mode_finishes_and_reports(tmp_path, tiny_model_dir, capsys) -> Non
     assert sum(r["n_events"] for r in rows) == 9
 
 
-def test_evaluate_writes_metrics(tmp_path, sim_dir, tiny_model_dir) -> None:
-    out = tmp_path / "eval"
-    code = main(
+def _evaluate(sim_dir, model_dir, out, *extra: str) -> int:
+    return main(
         [
             "evaluate",
             "--events",
@@ -108,13 +107,104 @@ def test_evaluate_writes_metrics(tmp_path, sim_dir, tiny_model_dir) -> None:
             "--out",
             str(out),
             "--model",
-            str(tiny_model_dir),
+            str(model_dir),
             "--quiet",
+            *extra,
         ]
     )
-    assert code == 0
+
+
+def test_evaluate_writes_metrics_report_and_plots(tmp_path, sim_dir, tiny_model_dir, capsys):
+    out = tmp_path / "eval"
+    assert _evaluate(sim_dir, tiny_model_dir, out) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert {"auroc", "pr_auc", "recall_at_1pct_fpr", "recall_at_0.1pct_fpr", "per_kind"} <= set(m)
+    assert set(m["detected_within"]) == {"10", "30", "100"}
+    assert m["evaluated_on"]["baseline_fit"] is None
+    assert "baselines" not in m and "dilution" not in m
+    for name in ("report.html", "roc.png", "pr.png", "scores_by_kind.png", "time_to_detection.png"):
+        assert (out / name).stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[1].startswith("distillwatch ")  # the summary table
+    assert f"wrote {out / 'report.html'}" in printed
+
+
+def test_evaluate_no_report_writes_metrics_only(tmp_path, sim_dir, tiny_model_dir) -> None:
+    out = tmp_path / "eval"
+    assert _evaluate(sim_dir, tiny_model_dir, out, "--no-report") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+def test_evaluate_baselines_compare_and_dilution(tmp_path, sim_dir, tiny_model_dir, capsys):
+    out = tmp_path / "eval"
+    extra = ["--baselines", "--compare", str(tiny_model_dir)]
+    extra += ["--dilution", "--dilution-accounts", "2"]
+    assert _evaluate(sim_dir, tiny_model_dir, out, *extra) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    names = {"rules", "logistic", "prada", "mmd_window"}
+    assert set(m["baselines"]) == names
+    for figures in m["baselines"].values():
+        assert {"auroc", "recall_at_1pct_fpr", "detected_within", "per_kind"} <= set(figures)
+    # no separate fitting data: baselines fit on one campaign-disjoint part, all judged on the other
+    split = m["evaluated_on"]["baseline_fit"]
+    n_labelled = sum(1 for _ in (sim_dir / "labels.jsonl").open())
+    assert split["fit_accounts"] + m["evaluated_on"]["accounts"] == n_labelled
+    assert m["baselines"]["rules"]["n_accounts"] == m["n_accounts"] == split["evaluated_accounts"]
+    assert "distillwatch included" in split["note"]
+    # the same model on both sides: nothing better, nothing regressed
+    assert m["compare"]["regressions"] == []
+    assert all(c["better"] in ("tie", None) for c in m["compare"]["checks"])
+    assert set(m["dilution"]["methods"]) == {"distillwatch", *names}
+    page = (out / "report.html").read_text()
+    assert "distillwatch included" in page and "<h2>Dilution</h2>" in page
+    assert "<h2>Model comparison</h2>" in page and (out / "dilution.png").exists()
+    printed = capsys.readouterr().out
+    assert all(f"\n{n} " in printed for n in names)
+
+
+def test_evaluate_baselines_on_separate_training_data(tmp_path, sim_dir, tiny_model_dir):
+    from training.simulator import run_simulate
+
+    train = tmp_path / "train"
+    run_simulate(40, 3, train, progress=False)
+    out = tmp_path / "eval"
+    extra = [
+        "--baselines-train-events",
+        str(train / "events.jsonl"),
+        "--baselines-train-labels",
+        str(train / "labels.jsonl"),
+    ]
+    assert _evaluate(sim_dir, tiny_model_dir, out, *extra) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    n_labelled = sum(1 for _ in (sim_dir / "labels.jsonl").open())
+    assert m["evaluated_on"]["accounts"] == n_labelled  # nothing held back for fitting
+    assert m["evaluated_on"]["baseline_fit"]["fit_accounts"] == 40
+    assert len(m["baselines"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--baselines-train-events", "{sim}/events.jsonl"], "go together"),
+        (
+            [
+                "--baselines-train-events",
+                "{sim}/events.jsonl",
+                "--baselines-train-labels",
+                "{sim}/labels.jsonl",
+            ],
+            "in both the baseline-fitting and the evaluated data",
+        ),
+        (["--dilution-accounts", "5"], "needs --dilution"),
+    ],
+)
+def test_evaluate_bad_options_are_one_line_errors(
+    tmp_path, sim_dir, tiny_model_dir, capsys, extra, message
+) -> None:
+    extra = [e.format(sim=sim_dir) for e in extra]
+    assert _evaluate(sim_dir, tiny_model_dir, tmp_path / "eval", *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
 
 
 def test_missing_file_and_bad_model(tmp_path, tiny_model_dir, capsys) -> None:

@@ -224,9 +224,7 @@ def test_mmd_running_max_keeps_an_alarm_raised() -> None:
     window = MMDWindowBaseline(window=16, reference_size=300, running_max=False).fit(
         accounts, organic, [0] * 30
     )
-    held = MMDWindowBaseline(window=16, reference_size=300).fit(
-        accounts, organic, [0] * 30
-    )
+    held = MMDWindowBaseline(window=16, reference_size=300).fit(accounts, organic, [0] * 30)
     last_window = window.trace(_account(100), burst)
     alarm = held.trace(_account(100), burst)
     assert last_window.max() >= window.threshold_ > last_window[-1]  # the burst passed
