@@ -131,6 +131,11 @@ class LinkConfig:
     ip_boost: an existing edge between accounts with the same IP prefix is multiplied by
         ``1 + ip_boost / 2``, by ``1 + ip_boost`` if the user agent matches too. It never
         creates an edge: shared NAT / cloud egress is common among organic users.
+    common_min_accounts / identical_sim: a prompt that is practically identical (cosine >=
+        ``identical_sim``) to prompts of at least ``common_min_accounts - 1`` other accounts
+        is a common phrase ("works now, thanks", a canned follow-up, a viral question) and
+        links nobody: crowds share phrases, fleets share wrappers around different content.
+        0 disables the rule.
     split_min_accounts / split_max_leak / louvain_*: components with at least
         ``split_min_accounts`` accounts are offered to Louvain; its communities are kept
         apart only while each sends at most ``split_max_leak`` of its edge weight outside
@@ -146,6 +151,8 @@ class LinkConfig:
     template_clique_max: int = 32
     template_ring_degree: int = 8
     ip_boost: float = 1.0
+    common_min_accounts: int = 4
+    identical_sim: float = 0.97
     split_min_accounts: int = 50
     split_max_leak: float = 0.2
     louvain_resolution: float = 1.0
@@ -166,6 +173,8 @@ class LinkConfig:
             "template_clique_max": self.template_clique_max >= 2,
             "template_ring_degree": self.template_ring_degree >= 1,
             "ip_boost": self.ip_boost >= 0,
+            "common_min_accounts": self.common_min_accounts == 0 or self.common_min_accounts >= 2,
+            "identical_sim": -1.0 < self.identical_sim <= 1.0,
             "split_min_accounts": self.split_min_accounts >= 2,
             "split_max_leak": 0 < self.split_max_leak < 1,
             "louvain_resolution": self.louvain_resolution > 0,
@@ -335,7 +344,23 @@ class FleetLinker:
         self._ip_code, self._ip_names = _codes(ip_prefix, n)
         self._ua_code, self._ua_names = _codes(user_agent, n)
 
-    def graph(self) -> AccountGraph:
+    def _kept_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Near-duplicate pairs minus those that touch a common phrase (see ``LinkConfig``)."""
+        lo, hi, sim = self._pair_lo.view(), self._pair_hi.view(), self._pair_sim.view()
+        c = self.config
+        if not c.common_min_accounts or not len(lo):
+            return lo, hi, sim
+        accounts = self._account.view()
+        same = sim >= c.identical_sim
+        prompt = np.concatenate([lo[same], hi[same]])
+        partner = np.concatenate([accounts[hi[same]], accounts[lo[same]]])
+        distinct = np.unique(np.stack([prompt, partner], axis=1), axis=0)[:, 0]
+        partners = np.bincount(distinct, minlength=self.n_prompts)
+        common = partners >= c.common_min_accounts - 1
+        keep = ~(common[lo] | common[hi])
+        return lo[keep], hi[keep], sim[keep]
+
+    def graph(self, pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> AccountGraph:
         """Aggregate all evidence so far into weighted account-account edges."""
         c = self.config
         accounts = self._account.view()
@@ -343,7 +368,7 @@ class FleetLinker:
         n_acc = max(n_acc, len(self._ip_code))
         per_account = np.bincount(accounts, minlength=n_acc)
 
-        lo, hi = self._pair_lo.view(), self._pair_hi.view()
+        lo, hi, _ = pairs if pairs is not None else self._kept_pairs()
         a, b = accounts[lo], accounts[hi]
         content_codes, content_counts = np.unique(
             (np.minimum(a, b) << 32) | np.maximum(a, b), return_counts=True
@@ -378,7 +403,8 @@ class FleetLinker:
 
     def link(self) -> LinkResult:
         """``graph()`` plus ``cluster_accounts`` plus the per-prompt arrays, as one result."""
-        graph = self.graph()
+        pairs = self._kept_pairs()
+        graph = self.graph(pairs)
         n_acc = graph.n_accounts
         accounts = self._account.view()
         return LinkResult(
@@ -387,9 +413,9 @@ class FleetLinker:
             prompt_account=accounts.copy(),
             template_key=self._key.view().copy(),
             ts=self._ts.view().copy(),
-            pair_lo=self._pair_lo.view().copy(),
-            pair_hi=self._pair_hi.view().copy(),
-            pair_sim=self._pair_sim.view().copy(),
+            pair_lo=pairs[0].copy(),
+            pair_hi=pairs[1].copy(),
+            pair_sim=pairs[2].copy(),
             prompts_per_account=np.bincount(accounts, minlength=n_acc),
             ip_prefixes=list(self._ip_names),
             ip_code=_pad(self._ip_code, n_acc),

@@ -99,9 +99,10 @@ class FleetModel:
         accounts: Sequence[AccountEvents],
         labels: Sequence[Any],
         embeddings: dict[str, np.ndarray],
+        link_config: LinkConfig | None = None,
     ) -> FleetModel:
         """Fit the judge on fleets found among the labelled training accounts."""
-        model = cls(flag_threshold=detector.threshold)
+        model = cls(link_config, flag_threshold=detector.threshold)
         embs = [embeddings[a.account_id].astype(np.float32) for a in accounts]
         traces = list(detector.trace_many(accounts, embs))
         own = np.array([t.probs[-1] for t in traces])

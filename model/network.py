@@ -1,9 +1,10 @@
 """The causal sequence network: per-event logits over embedding ⊕ features.
 
 What it knows: a GRU over projected prompt embeddings and behavioural features, plus a
-per-event "evidence" head whose running maximum and running mean are carried forward, so
-that a handful of harvesting prompts hidden among hundreds of organic ones (slow drip)
-still leave a mark at the last position. Every position sees only the past; the carried
+per-event "evidence" head whose running maximum, running mean and (``count_pool``) log of
+the running sum are carried forward, so that a handful of harvesting prompts hidden among
+hundreds of organic ones (slow drip) still leave a mark at the last position: the mean is
+diluted by cover traffic, the maximum and the count are not. Every position sees only the past; the carried
 state (GRU hidden, running max, running sum, count) is bounded, so extending a stream by
 one event costs the same at event 10 as at event 10,000.
 

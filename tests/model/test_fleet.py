@@ -448,7 +448,26 @@ def test_viral_question_and_batch_pipeline_are_not_harvesting_fleets(judge):
             assert score >= 0.5, (kind, len(e.accounts), score)
         elif kind in ("viral", "batch"):
             assert score < 0.5, (kind, len(e.accounts), score)
-    assert {"hydra", "viral", "batch"} <= seen  # all three were linked, then judged
+    # fleets are linked and then judged; the viral crowd shares one phrase, which links
+    # nobody (LinkConfig.common_min_accounts), so it is not even a fleet
+    assert {"hydra", "batch"} <= seen
+    viral = set(np.flatnonzero(kinds == "viral").tolist())
+    linked = {int(a) for e in evidence for a in e.accounts}
+    assert len(viral & linked) <= 0.05 * len(viral)
+
+
+def test_a_phrase_many_accounts_share_links_nobody():
+    rng = np.random.default_rng(8)
+    w = World()
+    phrase = _unit(rng)
+    for _ in range(40):  # each sends "works now, thanks" once among its own prompts
+        a = w.new_account(None, None, 0.1, 0.1, 0, -1, "organic")
+        w.prompt(a, phrase + 0.01 * _unit(rng), _key(rng), 0.0)
+        for t in range(1, 6):
+            w.prompt(a, _unit(rng), _key(rng), float(t))
+    assert link(w)[0].clusters == []
+    crowd, _ = link(w, LinkConfig(common_min_accounts=0))
+    assert len(crowd.clusters) >= 1  # without the rule the crowd would be one "fleet"
 
 
 def test_fleet_records_carry_checkable_reasons(judge):
