@@ -360,7 +360,7 @@ class FleetLinker:
         keep = ~(common[lo] | common[hi])
         return lo[keep], hi[keep], sim[keep]
 
-    def graph(self, pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> AccountGraph:
+    def graph(self, kept: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> AccountGraph:
         """Aggregate all evidence so far into weighted account-account edges."""
         c = self.config
         accounts = self._account.view()
@@ -368,7 +368,7 @@ class FleetLinker:
         n_acc = max(n_acc, len(self._ip_code))
         per_account = np.bincount(accounts, minlength=n_acc)
 
-        lo, hi, _ = pairs if pairs is not None else self._kept_pairs()
+        lo, hi, _ = kept if kept is not None else self._kept_pairs()
         a, b = accounts[lo], accounts[hi]
         content_codes, content_counts = np.unique(
             (np.minimum(a, b) << 32) | np.maximum(a, b), return_counts=True

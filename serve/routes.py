@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, Security
+import orjson
+from fastapi import (
+    APIRouter,
+    Depends,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    Security,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
@@ -19,6 +29,7 @@ from serve.schemas import (
     ErrorResponse,
     EventsRequest,
     EventsResponse,
+    FleetsQuery,
     FleetsResponse,
     Health,
     ModelInfo,
@@ -127,12 +138,21 @@ def build_router(*, auth: bool) -> APIRouter:
     @v1.get(
         "/fleets",
         response_model=FleetsResponse,
-        responses=_ERRORS,
+        responses={
+            **_ERRORS,
+            422: {"model": ValidationErrorResponse, "description": "bad query; names it"},
+        },
         tags=["scoring"],
         summary="Current coordinated clusters",
     )
-    def get_fleets(service: Service) -> dict[str, Any]:
-        return {"fleets": service.fleets()}
+    def get_fleets(query: Annotated[FleetsQuery, Query()], service: Service) -> Response:
+        """Accounts linked by shared prompt wrappers and near-duplicate prompts (IP prefix
+        and user agent only as support), over each account's recent prompts. Scored by the
+        model's fleet judge; a model without one answers unjudged fleets (score = mean own
+        score of the members). Cached for DISTILLWATCH_FLEET_CACHE_SECONDS while events
+        arrive; fleet ids are per computation."""
+        fleets = service.fleets(min_score=query.min_score, limit=query.limit)
+        return Response(orjson.dumps({"fleets": fleets}), media_type=JSON)
 
     @v1.get(
         "/model",

@@ -24,6 +24,9 @@ MIN_EPOCH_S = -9_223_372_036.0
 MAX_EPOCH_S = 9_223_372_036.0
 #: Largest ``max_tokens``: the largest integer every JSON client holds exactly (2**53 - 1).
 MAX_TOKENS = 2**53 - 1
+#: Most fleets one ``GET /v1/fleets`` answers (``limit``), and its default.
+MAX_FLEETS_LIMIT = 10_000
+DEFAULT_FLEETS_LIMIT = 1_000
 
 AccountId = Annotated[
     str,
@@ -184,17 +187,52 @@ class EventsResponse(BaseModel):
     scores: list[AccountScoreOut] = Field(description="one per account, in first-seen order")
 
 
+FLEET_EXAMPLE: JsonDict = {
+    "fleet_id": "f-1",
+    "accounts": ["a-17", "a-90", "a-91"],
+    "score": 0.99,
+    "reasons": ["3 accounts share 1 prompt wrapper across 60 prompts"],
+}
+
+
 class FleetOut(BaseModel):
     """A coordinated cluster (CONTRACT §3 fleet output)."""
 
-    fleet_id: str
-    accounts: list[str]
-    score: float = Field(ge=0.0, le=1.0)
-    reasons: list[str]
+    model_config = ConfigDict(json_schema_extra={"examples": [FLEET_EXAMPLE]})
+
+    fleet_id: str = Field(description="f-1, f-2, ... by score; ids are per computation")
+    accounts: list[str] = Field(min_length=2, description="member accounts, sorted")
+    score: float = Field(
+        ge=0.0,
+        le=1.0,
+        description=(
+            "the model's fleet judge: P(the fleet harvests); for a model without a fleet "
+            "judge, unjudged: the mean own score of the members"
+        ),
+    )
+    reasons: list[str] = Field(description="checkable evidence, strongest first")
 
 
 class FleetsResponse(BaseModel):
+    """``GET /v1/fleets``: the current coordinated clusters, highest score first."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"fleets": [FLEET_EXAMPLE]}]})
+
     fleets: list[FleetOut]
+
+
+class FleetsQuery(BaseModel):
+    """Query parameters of ``GET /v1/fleets``; an unknown one is refused (422 naming it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_score: float = Field(0.0, ge=0.0, le=1.0, description="only fleets scored at least this")
+    limit: int = Field(
+        DEFAULT_FLEETS_LIMIT,
+        ge=1,
+        le=MAX_FLEETS_LIMIT,
+        description="at most this many fleets (the highest scored)",
+    )
 
 
 class ModelInfo(BaseModel):

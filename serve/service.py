@@ -15,6 +15,11 @@ against the stored row), so their next event skips deserialization. The stored b
 the truth after a restart; the model stores its embedding ring as float16, so a restarted
 service and one that kept running may differ in the last digits of a score.
 
+The same transaction appends the request's fleet inputs (embeddings already computed, wrapper
+signatures, times, IP prefix and user agent) to the bounded fleet window; linking happens
+only when fleets are asked for (``serve/fleets.py``). An account's ``fleet_id`` is its
+fleet in the last fleets computed for ``GET /v1/fleets``.
+
 What it does not know: HTTP (see ``serve/routes.py``), how the detector scores.
 """
 
@@ -36,9 +41,10 @@ import orjson
 from model.events import AccountEvents, Event
 from model.model_dir import default_model_path, load_model, read_config
 from model.scorer import AccountState, Detector
+from serve.fleets import LiveFleets, reasoning_rate, with_fleet_id
 from serve.metrics import ServiceMetrics
 from serve.settings import ServiceSettings
-from serve.store import AccountStore, SQLiteAccountStore, StoredAccount, StoreError
+from serve.store import AccountStore, FleetWritten, SQLiteAccountStore, StoredAccount, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -120,17 +126,6 @@ def model_identity(config: dict[str, Any]) -> str:
     return f"{config.get('version')}|{config.get('created')}|{config.get('embedder_identity')}"
 
 
-def live_fleets(detector: Detector, store: AccountStore) -> list[dict[str, Any]]:
-    """Current coordinated clusters of the live service (``GET /v1/fleets``).
-
-    The one place the fleet layer plugs in: ``detector.fleet_model`` (``model/fleet.py``)
-    has no method for a live service yet, so there are no clusters to report. Once it has
-    one, call it here with the store and return contract fleet dicts.
-    """
-    del detector, store
-    return []
-
-
 class ScoringService:
     """The detector and the store of one running service.
 
@@ -151,6 +146,11 @@ class ScoringService:
         self._identity: str | None = None
         self._locks = StripedLocks()
         self._states = StateCache(settings.state_cache_accounts)
+        self._fleets = LiveFleets(
+            max_prompts_per_account=settings.fleet_max_prompts_per_account,
+            max_prompts=settings.fleet_max_prompts,
+            cache_seconds=settings.fleet_cache_seconds,
+        )
         self._embed_lock = threading.Lock()
         self._loaded = threading.Event()
 
@@ -201,6 +201,9 @@ class ScoringService:
         self.metrics.model_ready.set(1)
         self.status = "ready"
         self._loaded.set()
+        threading.Thread(  # rebuild the fleet linker from the window; ingest goes on meanwhile
+            target=self._warm_fleets, name="distillwatch-fleets", daemon=True
+        ).start()
         log.info(
             "model loaded",
             extra={
@@ -209,6 +212,13 @@ class ScoringService:
                 "seconds": round(time.perf_counter() - t0, 3),
             },
         )
+
+    def _warm_fleets(self) -> None:
+        try:
+            detector, store = self._ready()
+            self._fleets.warm_up(detector, store)
+        except Exception:  # e.g. closed meanwhile; the next GET /v1/fleets tries again
+            log.warning("fleet warm-up failed; fleets are computed on request", exc_info=True)
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
         """Block until loading ended (ready or failed); True if ready."""
@@ -242,10 +252,12 @@ class ScoringService:
         accounts = [AccountEvents.from_events(g) for g in groups.values()]  # stable ts sort
         embeddings = self._embed(detector, [p for a in accounts for p in a.prompts])
         bounds = np.cumsum([0] + [len(a) for a in accounts])
+        fleet_batch = self._fleets.prepare(accounts, embeddings)
 
         now = time.time()
         records: list[StoredAccount] = []
         new_states: list[AccountState] = []
+        fleet_inputs: dict[str, tuple[float, float]] = {}  # own score, reasoning share
         n_new = n_flag_new = n_late = 0
         flagged_delta = 0
         with self._locks.hold(groups):
@@ -261,6 +273,7 @@ class ScoringService:
                         state, acc, embeddings=embeddings[bounds[i] : bounds[i + 1]]
                     )
                     new_states.append(new_state)
+                    fleet_inputs[acc.account_id] = (score.score, reasoning_rate(new_state))
                     records.append(
                         StoredAccount(
                             account_id=acc.account_id,
@@ -275,12 +288,14 @@ class ScoringService:
                     n_new += prev is None
                     n_flag_new += score.flagged and not was_flagged
                     flagged_delta += int(score.flagged) - int(was_flagged)
-                store.put_many(records)
+                fleet_write = self._fleets.write(fleet_batch, fleet_inputs)
+                written = store.put_many(records, fleet_write)
             except BaseException:
                 self._states.drop(groups)
                 raise
             for rec, st in zip(records, new_states, strict=True):
                 self._states.put(rec.account_id, rec.n_events, rec.updated_at, st)
+            self._fleets.committed(fleet_batch, fleet_write, written or FleetWritten(0, 0))
 
         m = self.metrics
         m.events_ingested.inc(len(events))
@@ -288,7 +303,14 @@ class ScoringService:
         m.accounts.inc(n_new)
         m.accounts_flagged.inc(flagged_delta)
         m.flag_transitions.inc(n_flag_new)
-        return IngestResult(len(events), [r.score_json.encode() for r in records])
+        return IngestResult(
+            len(events), [self._with_fleet(r.account_id, r.score_json) for r in records]
+        )
+
+    def _with_fleet(self, account_id: str, score_json: str) -> bytes:
+        """The stored score with the account's fleet in the last computed fleets."""
+        fleet_id = self._fleets.fleet_id(account_id)
+        return score_json.encode() if fleet_id is None else with_fleet_id(score_json, fleet_id)
 
     def _load_state(self, stored: StoredAccount | None) -> AccountState | None:
         if stored is None:
@@ -305,15 +327,27 @@ class ScoringService:
         self.metrics.events_scored.inc(len(events))
         return score.to_dict()
 
-    def account_score_json(self, account_id: str) -> str | None:
-        """The stored score of an account (no model needed), or None if unknown."""
+    def account_score_json(self, account_id: str) -> bytes | None:
+        """The stored score of an account (no model needed), or None if unknown; its
+        ``fleet_id`` is the account's fleet in the last computed fleets, if any."""
         if self.store is None:
             raise NotReady(self.status)
-        return self.store.get_score_json(account_id)
+        score = self.store.get_score_json(account_id)
+        return None if score is None else self._with_fleet(account_id, score)
 
-    def fleets(self) -> list[dict[str, Any]]:
+    def fleets(self, *, min_score: float = 0.0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Current coordinated clusters (``GET /v1/fleets``), highest score first.
+
+        Recomputed from the fleet window when events arrived since the last computation
+        and that one is older than ``DISTILLWATCH_FLEET_CACHE_SECONDS``. Scores come from
+        the model's fleet judge; a model without one gets unjudged fleets scored by the
+        mean own score of their members.
+        """
         detector, store = self._ready()
-        return live_fleets(detector, store)
+        fleets = [
+            f for f in self._fleets.current(detector, store).fleets if f["score"] >= min_score
+        ]
+        return fleets if limit is None else fleets[:limit]
 
     def model_info(self) -> dict[str, Any]:
         detector, _ = self._ready()

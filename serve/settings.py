@@ -101,6 +101,30 @@ class ServiceSettings(BaseSettings):
         le=10_000_000,
         description="recently active accounts whose state is kept deserialized in memory",
     )
+    fleet_max_prompts_per_account: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description=(
+            "recent prompts per account kept for live fleet linking (older ones are evicted "
+            "from the fleet window when new ones arrive)"
+        ),
+    )
+    fleet_max_prompts: int = Field(
+        100_000,
+        ge=1,
+        le=10_000_000,
+        description=(
+            "prompts in the whole live fleet window (about 0.8 KB each on disk with a 384-d "
+            "embedder, ~2-3x that in memory); the oldest arrivals are evicted beyond it"
+        ),
+    )
+    fleet_cache_seconds: float = Field(
+        5.0,
+        ge=0.0,
+        le=3600.0,
+        description="GET /v1/fleets answers its last result while younger than this",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("api_keys", mode="before")
@@ -135,6 +159,15 @@ class ServiceSettings(BaseSettings):
         if not parent.is_dir():
             raise ValueError(f"directory {parent} does not exist")
         return value
+
+    @model_validator(mode="after")
+    def _fleet_window_holds_an_account(self) -> ServiceSettings:
+        if self.fleet_max_prompts < self.fleet_max_prompts_per_account:
+            raise ValueError(
+                f"fleet_max_prompts ({self.fleet_max_prompts}) must be at least "
+                f"fleet_max_prompts_per_account ({self.fleet_max_prompts_per_account})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_open_unauthenticated(self) -> ServiceSettings:

@@ -2,6 +2,10 @@
 
 What it knows: the :class:`AccountStore` interface the service needs (get, get many, put
 many in one transaction, list ids, count) and one implementation on embedded SQLite.
+Beside the account states it keeps the live fleet layer's inputs (``serve/fleets.py``): a
+bounded window of recent prompts (float16 embedding, wrapper key, time) and each account's
+IP prefix, user agent and latest own score, written in the SAME transaction as the states
+so that what was acknowledged is never lost.
 SQLite runs in WAL mode with ``synchronous=FULL``: a ``put_many`` that returned has been
 fsync'ed, so an answer sent after it survives ``kill -9`` and power loss. A server database
 can be added later behind the same protocol.
@@ -13,6 +17,7 @@ Example::
     store = SQLiteAccountStore("state.sqlite3")
     store.put_many([StoredAccount("a-1", b"...", '{"score": 0.1}', 3, False, 1.7e9)])
     store.get("a-1").n_events   # 3
+    store.put_many(states, FleetWrite(prompts, accounts, max_per_account=64, max_total=100_000))
 """
 
 from __future__ import annotations
@@ -24,8 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # the fleet tables are additive: created on open when missing
 _CHUNK = 500  # ids per `IN (...)` query, well under SQLite's variable limit
+
+#: One prompt of the fleet window as read back: (seq, account_id, ts, template_key, embedding).
+FleetPromptRow = tuple[int, str, float, int, bytes]
+#: One account's fleet inputs: (account_id, ip_prefix, user_agent, own_score, reasoning_rate).
+FleetAccountRow = tuple[str, str | None, str | None, float, float]
 
 
 class StoreError(ValueError):
@@ -44,6 +54,50 @@ class StoredAccount:
     updated_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class FleetPrompt:
+    """One prompt of the fleet window: who sent it, when, its wrapper and its embedding."""
+
+    account_id: str
+    ts: float
+    template_key: int  # ``model.fleet.template_signature``; 0 = no wrapper
+    embedding: bytes  # float16 (D,), native byte order
+
+
+@dataclass(frozen=True, slots=True)
+class FleetAccount:
+    """One account's fleet inputs; a ``None`` IP prefix / user agent keeps the stored one."""
+
+    account_id: str
+    ip_prefix: str | None
+    user_agent: str | None
+    own_score: float
+    reasoning_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class FleetWrite:
+    """Fleet inputs of one ingest and the window bounds to apply in the same transaction.
+
+    After the insert, each touched account keeps only its ``max_per_account`` newest
+    prompts and the whole window its ``max_total`` newest (by arrival, i.e. ``seq``).
+    """
+
+    prompts: Sequence[FleetPrompt]
+    accounts: Sequence[FleetAccount]
+    max_per_account: int
+    max_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class FleetWritten:
+    """What a :class:`FleetWrite` did: the ``seq`` of its first prompt (the others follow
+    consecutively; ``seq`` order is commit order) and how many older prompts it evicted."""
+
+    first_seq: int
+    n_evicted: int
+
+
 class AccountStore(Protocol):
     """What the service needs of a state store (SQLite here; a server database later)."""
 
@@ -55,8 +109,19 @@ class AccountStore(Protocol):
 
     def get_many(self, account_ids: Sequence[str]) -> dict[str, StoredAccount]: ...
 
-    def put_many(self, accounts: Sequence[StoredAccount]) -> None:
-        """Insert or replace ``accounts`` atomically and durably (one transaction)."""
+    def put_many(
+        self, accounts: Sequence[StoredAccount], fleet: FleetWrite | None = None
+    ) -> FleetWritten | None:
+        """Insert or replace ``accounts`` and append ``fleet`` (evicting beyond its bounds),
+        atomically and durably (one transaction). ``None`` when no ``fleet`` was given."""
+        ...
+
+    def fleet_prompts(self, after_seq: int, limit: int) -> list[FleetPromptRow]:
+        """Up to ``limit`` prompts of the fleet window with ``seq > after_seq``, by ``seq``."""
+        ...
+
+    def fleet_accounts(self, account_ids: Sequence[str]) -> list[FleetAccountRow]:
+        """The stored fleet inputs of those of ``account_ids`` that have any."""
         ...
 
     def account_ids(self) -> Iterator[str]: ...
@@ -91,6 +156,9 @@ class SQLiteAccountStore:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._create()
+            self._n_fleet_prompts = int(
+                self._conn.execute("SELECT COUNT(*) FROM fleet_prompts").fetchone()[0]
+            )
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: cannot open the account store ({exc})") from exc
 
@@ -108,6 +176,30 @@ class SQLiteAccountStore:
                         n_events INTEGER NOT NULL,
                         flagged INTEGER NOT NULL,
                         updated_at REAL NOT NULL
+                    )"""
+                )
+                # the fleet window: AUTOINCREMENT so that seq is never reused and, since
+                # transactions are serialized, seq order is commit order
+                c.execute(
+                    """CREATE TABLE IF NOT EXISTS fleet_prompts (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        account_id TEXT NOT NULL,
+                        ts REAL NOT NULL,
+                        template_key INTEGER NOT NULL,
+                        embedding BLOB NOT NULL
+                    )"""
+                )
+                c.execute(
+                    "CREATE INDEX IF NOT EXISTS fleet_prompts_account "
+                    "ON fleet_prompts (account_id, seq)"
+                )
+                c.execute(
+                    """CREATE TABLE IF NOT EXISTS fleet_accounts (
+                        account_id TEXT PRIMARY KEY,
+                        ip_prefix TEXT,
+                        user_agent TEXT,
+                        own_score REAL NOT NULL,
+                        reasoning_rate REAL NOT NULL
                     )"""
                 )
                 row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -162,9 +254,11 @@ class SQLiteAccountStore:
                     out[row[0]] = self._row(row)
         return out
 
-    def put_many(self, accounts: Sequence[StoredAccount]) -> None:
-        if not accounts:
-            return
+    def put_many(
+        self, accounts: Sequence[StoredAccount], fleet: FleetWrite | None = None
+    ) -> FleetWritten | None:
+        if not accounts and (fleet is None or not (fleet.prompts or fleet.accounts)):
+            return None if fleet is None else FleetWritten(0, 0)
         rows = [
             (a.account_id, a.state, a.score_json, a.n_events, int(a.flagged), a.updated_at)
             for a in accounts
@@ -181,10 +275,76 @@ class SQLiteAccountStore:
                     " updated_at = excluded.updated_at",
                     rows,
                 )
+                written = None if fleet is None else self._write_fleet(c, fleet)
                 c.execute("COMMIT")  # fsync'ed (synchronous=FULL) before it returns
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
+            if fleet is not None and written is not None:
+                self._n_fleet_prompts += len(fleet.prompts) - written.n_evicted
+        return written
+
+    def _write_fleet(self, c: sqlite3.Connection, fleet: FleetWrite) -> FleetWritten:
+        """Inside the open transaction: append, then evict beyond the bounds (oldest first)."""
+        c.executemany(
+            "INSERT INTO fleet_accounts (account_id, ip_prefix, user_agent, own_score,"
+            " reasoning_rate) VALUES (?, ?, ?, ?, ?) ON CONFLICT(account_id) DO UPDATE SET"
+            " ip_prefix = COALESCE(excluded.ip_prefix, fleet_accounts.ip_prefix),"
+            " user_agent = COALESCE(excluded.user_agent, fleet_accounts.user_agent),"
+            " own_score = excluded.own_score, reasoning_rate = excluded.reasoning_rate",
+            [
+                (a.account_id, a.ip_prefix, a.user_agent, a.own_score, a.reasoning_rate)
+                for a in fleet.accounts
+            ],
+        )
+        if not fleet.prompts:
+            return FleetWritten(0, 0)
+        c.executemany(
+            "INSERT INTO fleet_prompts (account_id, ts, template_key, embedding)"
+            " VALUES (?, ?, ?, ?)",
+            [(p.account_id, p.ts, p.template_key, p.embedding) for p in fleet.prompts],
+        )
+        last = int(c.execute("SELECT last_insert_rowid()").fetchone()[0])
+        touched = list(dict.fromkeys(p.account_id for p in fleet.prompts))
+        cur = c.executemany(
+            "DELETE FROM fleet_prompts WHERE account_id = ?1 AND seq <= (SELECT seq FROM"
+            " fleet_prompts WHERE account_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            [(a, fleet.max_per_account) for a in touched],
+        )
+        evicted = max(cur.rowcount, 0)
+        excess = self._n_fleet_prompts + len(fleet.prompts) - evicted - fleet.max_total
+        if excess > 0:
+            cur = c.execute(
+                "DELETE FROM fleet_prompts WHERE seq <= (SELECT seq FROM fleet_prompts"
+                " ORDER BY seq LIMIT 1 OFFSET ?)",
+                (excess - 1,),
+            )
+            evicted += max(cur.rowcount, 0)
+        return FleetWritten(last - len(fleet.prompts) + 1, evicted)
+
+    def fleet_prompts(self, after_seq: int, limit: int) -> list[FleetPromptRow]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, account_id, ts, template_key, embedding FROM fleet_prompts"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [(int(r[0]), r[1], float(r[2]), int(r[3]), r[4]) for r in rows]
+
+    def fleet_accounts(self, account_ids: Sequence[str]) -> list[FleetAccountRow]:
+        ids = list(dict.fromkeys(account_ids))
+        out: list[FleetAccountRow] = []
+        for start in range(0, len(ids), _CHUNK):  # the lock is released between chunks
+            part = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT account_id, ip_prefix, user_agent, own_score, reasoning_rate"
+                    f" FROM fleet_accounts WHERE account_id IN ({marks})",
+                    part,
+                ).fetchall()
+            out.extend((r[0], r[1], r[2], float(r[3]), float(r[4])) for r in rows)
+        return out
 
     def account_ids(self) -> Iterator[str]:
         with self._lock:
