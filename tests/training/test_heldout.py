@@ -1,0 +1,253 @@
+"""Held-out protocol: the card's simulations and experiments, run end to end at a tiny size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from model.embedder import HashingEmbedder
+from model.embedding_cache import EmbeddingCache
+from training.corpora import Corpora, Family, default_corpora_dir
+from training.heldout import (
+    FOLD_A,
+    FOLD_B,
+    TINY_FOLD_A,
+    TINY_FOLD_B,
+    Protocol,
+    SimSpec,
+    load_results,
+    load_simulation,
+    main,
+    render_card_sections,
+    run_heldout,
+    select_experiments,
+    training_subset,
+)
+
+#: One experiment of each group: (a), one held-out kind of (b), one fold of (c).
+ONLY = ("a", "loko_cot_harvest", "foldA")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, hashing_embedder) -> SimpleNamespace:
+    # its own embedder with a cache, so that what was embedded can be counted
+    embedder = HashingEmbedder(**hashing_embedder.to_dict(), cache=EmbeddingCache.memory())
+    out = tmp_path_factory.mktemp("heldout")
+    protocol = Protocol.tiny()
+    results = run_heldout(
+        default_corpora_dir(),
+        out,
+        embedder,
+        {"kind": "hashing", **embedder.to_dict()},
+        protocol=protocol,
+        only=ONLY,
+        progress=False,
+    )
+    return SimpleNamespace(out=out, results=results, embedder=embedder, protocol=protocol)
+
+
+def _sim(run: SimpleNamespace, name: str):
+    return load_simulation(run.protocol.sims()[name], default_corpora_dir(), run.out / "sims")
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+def test_default_protocol_is_the_model_cards() -> None:
+    p = Protocol()
+    assert p.sims() == {
+        "train": SimSpec("train", 1200, 11, 120, 0.5),
+        "test": SimSpec("test", 500, 22, 150),
+        "trainA": SimSpec("trainA", 600, 31, 100, 0.5, exclude_sources=FOLD_A),
+        "testA": SimSpec("testA", 300, 32, 120, exclude_sources=FOLD_B),
+        "trainB": SimSpec("trainB", 600, 41, 100, 0.5, exclude_sources=FOLD_B),
+        "testB": SimSpec("testB", 300, 42, 120, exclude_sources=FOLD_A),
+    }
+    exps = {e.name: e for e in p.experiments()}
+    assert list(exps) == [
+        "pool",
+        "loko_cot_harvest",
+        "loko_capability_sweep",
+        "loko_longctx_sweep",
+        "loko_slow_drip",
+        "loko_hydra_fleet",
+        "foldA",
+        "foldB",
+    ]
+    pool, loko = exps["pool"].config, exps["loko_slow_drip"].config
+    assert (pool.seed, pool.max_epochs, pool.patience) == (0, 25, 4)
+    assert (loko.seed, loko.max_epochs, loko.patience) == (0, 15, 4)
+    assert (exps["loko_slow_drip"].subset_accounts, exps["loko_slow_drip"].subset_seed) == (700, 0)
+    assert (exps["pool"].train.name, exps["pool"].test.name) == ("train", "test")
+    assert (exps["foldB"].train.name, exps["foldB"].test.name) == ("trainB", "testB")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"test_seed": 11}, "train and test share seed 11"),
+        ({"fold_b_seeds": (41, 31)}, "trainA and testB share seed 31"),
+        ({"train_cap": 0}, "train_cap"),
+        ({"fold_a_seeds": (31,)}, "fold_a_seeds"),
+        ({"fold_b": ("bbh:navigate", "math")}, "disjoint"),
+        ({"fold_a": ()}, "fold_a"),
+        ({"loko_kinds": ("organic_casual",)}, "loko_kinds"),
+        ({"loko_accounts": 5000}, "loko_accounts"),
+        ({"train_volume_scale": 0}, "train_volume_scale"),
+    ],
+)
+def test_protocol_rejects_bad_settings(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Protocol(**overrides)
+
+
+def test_experiments_are_chosen_by_group_or_name() -> None:
+    p = Protocol.tiny()
+    assert [e.name for e in select_experiments(p, ["foldA", "a"])] == ["pool", "foldA"]
+    assert [e.held_out_kind for e in select_experiments(p, ["b"])] == list(p.loko_kinds)
+    with pytest.raises(ValueError, match="unknown experiment 'd'"):
+        select_experiments(p, ["a", "d"])
+
+
+# --------------------------------------------------------------------------- simulations
+
+
+def test_simulations_are_capped_and_reused_until_their_spec_changes(tmp_path: Path) -> None:
+    spec = SimSpec("train", accounts=20, seed=5, cap=10)
+    table, labels = load_simulation(spec, default_corpora_dir(), tmp_path)
+    assert set(table.account_ids) == set(labels) and len(labels) == 20
+    assert max(len(a) for a in table.accounts()) == 10
+    events = tmp_path / "train" / "events.jsonl"
+    written = events.stat().st_mtime_ns
+    load_simulation(SimSpec("train", accounts=20, seed=5, cap=5), default_corpora_dir(), tmp_path)
+    assert events.stat().st_mtime_ns == written  # a new cap needs no new simulation
+    _, relabelled = load_simulation(
+        SimSpec("train", accounts=20, seed=6, cap=10), default_corpora_dir(), tmp_path
+    )
+    assert set(relabelled).isdisjoint(labels)
+
+
+def test_train_and_test_simulations_are_disjoint(run) -> None:
+    for result in run.results.values():
+        assert result["train_sim"]["seed"] != result["test_sim"]["seed"]
+    for train, test in (("train", "test"), ("trainA", "testA")):
+        assert set(_sim(run, train)[1]).isdisjoint(_sim(run, test)[1])
+
+
+def test_fold_a_is_held_out_of_training_and_is_all_the_test_probes(run) -> None:
+    def fold_texts(sources: tuple[str, ...]) -> list[str]:
+        corpora = Corpora.load(include_sources=sources)
+        fams: tuple[Family, ...] = ("probe_math", "probe_code", "probe_reasoning")
+        return [r.text for f in fams for r in corpora.family(f) if len(r.text) >= 40]
+
+    def with_text(sim: str, texts: list[str]) -> int:
+        return sum(any(t in p for t in texts) for p in _sim(run, sim)[0].unique_prompts())
+
+    fold_a, fold_b = fold_texts(TINY_FOLD_A), fold_texts(TINY_FOLD_B)
+    assert with_text("trainA", fold_a) == 0
+    assert with_text("testA", fold_a) > 0
+    assert with_text("testA", fold_b) == 0
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+def test_every_experiment_writes_its_json_and_model(run) -> None:
+    assert set(run.results) == {"pool", "loko_cot_harvest", "foldA"}
+    assert load_results(run.out) == json.loads(json.dumps(run.results))
+    n_test = {"pool": 40, "loko_cot_harvest": 40, "foldA": 30}
+    for name, result in run.results.items():
+        metrics = result[result["test_sim"]["name"]]
+        assert metrics["n_accounts"] == n_test[name]
+        assert 0.0 <= metrics["auroc"] <= 1.0
+        assert result["protocol"] == run.protocol.to_dict()
+        assert (run.out / "models" / name / "config.json").is_file()
+    assert run.results["foldA"]["test_sim"]["name"] == "testA"
+    assert run.results["foldA"]["held_out_sources"] == list(TINY_FOLD_A)
+    assert (run.out / "card.md").read_text().startswith("## Held-out evaluation")
+
+
+def test_held_out_kind_is_absent_from_training_but_judged(run) -> None:
+    loko, pool = run.results["loko_cot_harvest"], run.results["pool"]
+    assert "cot_harvest" not in loko["training"]["kinds"]
+    assert "cot_harvest" in pool["training"]["kinds"]
+    assert loko["training"]["n_accounts"] < run.protocol.loko_accounts
+    assert loko["test"]["per_kind"]["cot_harvest"]["n"] > 0
+    assert loko["training"]["config"]["max_epochs"] == run.protocol.loko_max_epochs
+
+    table, labels = _sim(run, "train")
+    sub_table, sub = training_subset(
+        table, labels, n_accounts=50, seed=0, drop_kinds=["cot_harvest"]
+    )
+    assert sub_table.account_ids == sorted(sub)
+    assert {lab.kind for lab in sub.values()} - {"cot_harvest"} == {
+        lab.kind for lab in sub.values()
+    }
+    assert len(sub) == loko["training"]["n_accounts"]
+    again = training_subset(table, labels, n_accounts=50, seed=0, drop_kinds=["cot_harvest"])[1]
+    assert again == sub
+    other = training_subset(table, labels, n_accounts=50, seed=1)[1]
+    assert set(other) != set(sub)
+
+
+def test_no_text_is_embedded_twice(run) -> None:
+    texts: set[str] = set()
+    for sim in ("train", "test", "trainA", "testA"):
+        texts.update(_sim(run, sim)[0].unique_prompts())
+    assert run.embedder.stats.embedded == len(texts)
+    assert run.embedder.stats.cache_hits > 0
+
+
+# --------------------------------------------------------------------------- the card
+
+
+def test_card_sections_hold_the_three_tables(run) -> None:
+    card = render_card_sections(run.results)
+    pool = run.results["pool"]["test"]
+    loko = run.results["loko_cot_harvest"]["test"]
+    fold = run.results["foldA"]["testA"]
+    assert "### (a) Unseen seed" in card
+    assert "`--accounts 40 --seed 22` (first 30 events per account" in card
+    assert f"| auroc | {pool['auroc']:.3f} |" in card
+    assert "| kind | n | recall at 1 % FPR / FPR at threshold |" in card
+    assert "### (b) Leave one harvesting kind out" in card
+    assert "trained on 50 accounts of the training simulation" in card
+    cot = loko["per_kind"]["cot_harvest"]
+    assert (
+        f"| cot_harvest | {cot['recall_at_1pct_fpr']:.3f} | {cot['recall_at_threshold']:.3f} "
+        f"| {loko['auroc']:.3f} | {loko['recall_at_1pct_fpr']:.3f} | {loko['fpr_at_threshold']:.3f} |"
+    ) in card
+    assert "| slow_drip | not run | | | | |" in card
+    assert "### (c) Unseen corpora" in card
+    assert "A = gsm8k, humaneval, bbh; B = math, cruxeval, flan_cot." in card
+    assert f"| A | {fold['auroc']:.3f} | {fold['recall_at_1pct_fpr']:.3f} |" in card
+    assert "| B | not run | | | | |" in card
+
+
+def test_card_reads_results_that_record_no_protocol(run) -> None:
+    older = {"pool": {"name": "pool", "test": run.results["pool"]["test"]}}
+    card = render_card_sections(older)
+    assert "`--accounts 500 --seed 22` (first 150 events per account" in card
+    assert "(b)" not in card and "(c)" not in card
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--corpora", "no/such/corpora"], "corpora directory not found: no/such/corpora"),
+        (["--corpora", str(default_corpora_dir()), "--only", "a", "d"], "unknown experiment 'd'"),
+    ],
+)
+def test_command_line_errors_are_one_line(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "out").exists()
