@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model.events import AccountEvents, EventTable
+from model.features import FeatureState
 from model.fleet import (
     Fleet,
     FleetJudge,
@@ -52,9 +53,15 @@ def ip_prefix(ip: str | None) -> str | None:
     return ip
 
 
-def _most_common(values: Sequence[str | None]) -> str | None:
+def most_common(values: Sequence[str | None]) -> str | None:
+    """The most frequent non-empty value (an account's usual IP or user agent), or None."""
     counts = Counter(v for v in values if v)
     return counts.most_common(1)[0][0] if counts else None
+
+
+def reasoning_rate(state: FeatureState) -> float:
+    """Share of an account's prompts that elicit reasoning (a fleet judge input)."""
+    return float(state.counts.get("elicitation", 0.0)) / max(state.n, 1)
 
 
 class FleetModel:
@@ -83,8 +90,8 @@ class FleetModel:
             (template_signature(p) for a in accounts for p in a.prompts), np.int64, len(emb)
         )
         ts = np.concatenate([a.ts for a in accounts])
-        ips = [ip_prefix(_most_common(a.ip)) for a in accounts]
-        uas = [_most_common(a.user_agent) for a in accounts]
+        ips = [ip_prefix(most_common(a.ip)) for a in accounts]
+        uas = [most_common(a.user_agent) for a in accounts]
         result = link_accounts(account_idx, emb, keys, ts, ips, uas, config=self.link_config)
         incidents = getattr(self, "incidents_", None)
         evidence = describe_fleets(result, emb, own_scores, reasoning, incidents=incidents)
@@ -106,7 +113,7 @@ class FleetModel:
         embs = [embeddings[a.account_id].astype(np.float32) for a in accounts]
         traces = list(detector.trace_many(accounts, embs))
         own = np.array([t.probs[-1] for t in traces])
-        reasoning = np.array([t.state.counts["elicitation"] / max(t.state.n, 1) for t in traces])
+        reasoning = np.array([reasoning_rate(t.state) for t in traces])
         y = np.array([lab.label for lab in labels])
         model.incidents_ = None
         harvest = [i for i, lab in enumerate(labels) if lab.label == 1 and lab.campaign]
@@ -135,9 +142,7 @@ class FleetModel:
             return [], scores
         accounts = [a for a, _, _ in inputs]
         own = np.array([s.score for s in scores])
-        reasoning = np.array(
-            [t.state.counts["elicitation"] / max(t.state.n, 1) for *_, t in inputs]
-        )
+        reasoning = np.array([reasoning_rate(t.state) for *_, t in inputs])
         _, evidence = self._evidence(accounts, [e for _, e, _ in inputs], own, reasoning)
         if not evidence:
             return [], scores

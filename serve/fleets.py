@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,8 +50,8 @@ from model.fleet import (
     template_signature,
 )
 from model.fleet_index import unit_rows
-from model.fleet_model import ip_prefix
-from model.scorer import AccountState, Detector
+from model.fleet_model import ip_prefix, most_common
+from model.scorer import Detector
 from serve.store import AccountStore, FleetAccount, FleetPrompt, FleetWrite, FleetWritten
 
 log = logging.getLogger(__name__)
@@ -60,17 +59,6 @@ log = logging.getLogger(__name__)
 _READ_CHUNK = 4096  # window rows per store read while rebuilding (ingest commits in between)
 _ADD_CHUNK = 16_384  # prompts per linker add: bounds the float32 copy
 _TRAIN_SAMPLE = 50_000  # window prompts the IVF index trains on (it keeps ~48 per list anyway)
-
-
-def reasoning_rate(state: AccountState) -> float:
-    """Share of the account's prompts that elicit reasoning (a fleet judge input)."""
-    features = state.features
-    return float(features.counts.get("elicitation", 0.0)) / max(features.n, 1)
-
-
-def _most_common(values: Sequence[str | None]) -> str | None:
-    counts = Counter(v for v in values if v)
-    return counts.most_common(1)[0][0] if counts else None
 
 
 def with_fleet_id(score_json: str | bytes, fleet_id: str | None) -> bytes:
@@ -252,8 +240,8 @@ class LiveFleets:
                 (template_signature(prompts[r]) for r in rows.tolist()), np.int64, len(rows)
             ),
             ts=ts[rows].astype(np.float64),
-            ip_prefix={a.account_id: ip_prefix(_most_common(a.ip)) for a in accounts},
-            user_agent={a.account_id: _most_common(a.user_agent) for a in accounts},
+            ip_prefix={a.account_id: ip_prefix(most_common(a.ip)) for a in accounts},
+            user_agent={a.account_id: most_common(a.user_agent) for a in accounts},
         )
 
     def write(self, batch: FleetBatch, scores: dict[str, tuple[float, float]]) -> FleetWrite:

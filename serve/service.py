@@ -39,9 +39,10 @@ import numpy as np
 import orjson
 
 from model.events import AccountEvents, Event
+from model.fleet_model import reasoning_rate
 from model.model_dir import default_model_path, load_model, read_config
 from model.scorer import AccountState, Detector
-from serve.fleets import LiveFleets, reasoning_rate, with_fleet_id
+from serve.fleets import LiveFleets, with_fleet_id
 from serve.metrics import ServiceMetrics
 from serve.settings import ServiceSettings
 from serve.store import AccountStore, FleetWritten, SQLiteAccountStore, StoredAccount, StoreError
@@ -273,7 +274,7 @@ class ScoringService:
                         state, acc, embeddings=embeddings[bounds[i] : bounds[i + 1]]
                     )
                     new_states.append(new_state)
-                    fleet_inputs[acc.account_id] = (score.score, reasoning_rate(new_state))
+                    fleet_inputs[acc.account_id] = (score.score, reasoning_rate(new_state.features))
                     records.append(
                         StoredAccount(
                             account_id=acc.account_id,
