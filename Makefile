@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/read_events.py
 	$(BIN)/python benchmarks/embedding.py
 	$(BIN)/python benchmarks/scoring.py
+	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/fleets.py
 	$(BIN)/python benchmarks/serve_load.py
 

@@ -15,17 +15,29 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
+import itertools
 import math
+import operator
 import re
 from collections import deque
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from model.events import AccountEvents
-from model.lexicon import CODE, ELICITATION, FORMAT, MATH, RUBRIC, SCRIPT_AGENT_RE, scan_text
+from model.lexicon import (
+    CODE,
+    ELICITATION,
+    FORMAT,
+    MATH,
+    RUBRIC,
+    SCRIPT_AGENT_RE,
+    LexiconSet,
+    scan_text,
+)
+from model.state_codec import StateFormatError, pack, unpack
+from model.threads import one_thread
 
 FEATURE_NAMES: tuple[str, ...] = (
     "is_first",
@@ -70,8 +82,12 @@ _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 LONG_DOC_CHARS = 3_000
 MAX_WRAPPER_KEYS = 8_192  # per account; bounds the state of very long streams
-_WORD_RE = re.compile(r"[a-z]+|\d+|[^\sa-z\d]", re.IGNORECASE)
+# Words, numbers and single symbols. The letters are what ``[a-z]`` matches with IGNORECASE
+# (the tests check it), spelled out because a case-folding scan is slower.
+_LETTERS = "a-zA-Z\u0130\u0131\u017f\u212a"
+_WORD_RE = re.compile(rf"[{_LETTERS}]+|\d+|[^\s{_LETTERS}\d]")
 _NUM_RE = re.compile(r"\d+(?:[.,]\d+)*")
+_SPACE_RE = re.compile(r"\s")
 
 
 @dataclass(frozen=True)
@@ -94,7 +110,7 @@ class FeatureConfig:
             raise ValueError("FeatureConfig.gap_window must be >= 2")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # flat: no deep copy
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
@@ -112,10 +128,37 @@ def wrapper_keys(text: str, n_words: int = 8) -> tuple[int, int] | None:
 
     Two prompts that put different content into the same wrapper share a head or tail key.
     """
-    words = _WORD_RE.findall(_NUM_RE.sub("0", scan_text(text)))
+    return _scanned_wrapper_keys(scan_text(text), n_words)
+
+
+def _words(scanned: str) -> list[str]:
+    return _WORD_RE.findall(_NUM_RE.sub("0", scanned))
+
+
+def _scanned_wrapper_keys(scanned: str, n_words: int) -> tuple[int, int] | None:
+    """:func:`wrapper_keys` of a :func:`scan_text` result.
+
+    Long texts are split into words only near their ends: a cut at a whitespace character
+    changes no word and no masked number, since neither contains whitespace. The answer is
+    the same as splitting the whole text (the tests compare both).
+    """
+    head_chars, tail_chars = 18 * n_words, 8 * n_words  # room for 3n and n words
+    if len(scanned) > head_chars + tail_chars + 4 * n_words:
+        cut = _SPACE_RE.search(scanned, head_chars)
+        start = _SPACE_RE.search(scanned, len(scanned) - tail_chars)
+        if cut is not None and start is not None:
+            head = _words(scanned[: cut.start()])
+            tail = _words(scanned[start.start() :])
+            if len(head) >= 3 * n_words and len(tail) >= n_words:
+                return _keys(head, tail, n_words)
+    words = _words(scanned)
     if len(words) < 3 * n_words:
         return None
-    return stable_hash(("h", *words[:n_words])), stable_hash(("t", *words[-n_words:]))
+    return _keys(words, words, n_words)
+
+
+def _keys(head: list[str], tail: list[str], n_words: int) -> tuple[int, int]:
+    return stable_hash(("h", *head[:n_words])), stable_hash(("t", *tail[-n_words:]))
 
 
 @dataclass
@@ -130,14 +173,30 @@ class TextFlags:
 
     @classmethod
     def of(cls, text: str) -> TextFlags:
-        s = scan_text(text)
-        return cls(
-            elicitation=ELICITATION.search(s),
-            rubric=RUBRIC.search(s),
-            answer_format=FORMAT.search(s),
-            code=CODE.search(s),
-            math=MATH.search(s),
-        )
+        return cls(*_LEXICONS.search(scan_text(text)))
+
+
+# the flags' lexicons in field order, asked together (one pre-check for all: faster)
+_LEXICONS = LexiconSet((ELICITATION, RUBRIC, FORMAT, CODE, MATH))
+
+
+class TextFacts(NamedTuple):
+    """What the features read from a prompt's text alone (no embedding, no history)."""
+
+    chars: int
+    elicitation: bool
+    rubric: bool
+    answer_format: bool
+    code: bool
+    math: bool
+    wrapper: tuple[int, int] | None  # (head, tail) keys of :func:`wrapper_keys`
+
+    @classmethod
+    def of(cls, text: str, n_words: int = 8) -> TextFacts:
+        scanned = scan_text(text)  # lower-cased once for the lexicons and the wrapper keys
+        elicitation, rubric, answer_format, code, math_ = _LEXICONS.search(scanned)
+        wrapper = _scanned_wrapper_keys(scanned, n_words)
+        return cls(len(text), elicitation, rubric, answer_format, code, math_, wrapper)
 
 
 @dataclass
@@ -187,8 +246,10 @@ class FeatureState:
         ):
             self.counts.setdefault(key, 0.0)
 
+    # -- storage (the service's account store) ------------------------------------------------
+
     def to_bytes(self) -> bytes:
-        """A compact, pickle-free serialization (for the service's account store)."""
+        """The state as bytes (layout in ``model/state_codec.py``; exact: nothing is rounded)."""
         meta = {
             "config": self.config.to_dict(),
             "n_topics": self.n_topics,
@@ -198,43 +259,84 @@ class FeatureState:
             "first_ts": self.first_ts,
             "last_conversation": self.last_conversation,
             "n_emb": self.n_emb,
-            "conv_turns": self.conv_turns,
+            "conv_turns": list(self.conv_turns.items()),  # insertion order decides eviction
             "counts": self.counts,
             "hour_cos": self.hour_cos,
             "hour_sin": self.hour_sin,
             "ua_script": self.ua_script,
         }
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-            recent_ts=np.asarray(self.recent_ts, dtype=np.float64),
-            recent_log_gaps=np.asarray(self.recent_log_gaps, dtype=np.float64),
-            recent_emb=self.recent_emb[: min(self.n_emb, self.config.window)].astype(np.float16),
-            head_keys=np.array(list(self.head_keys.items()), dtype=np.int64).reshape(-1, 2),
-            tail_keys=np.array(list(self.tail_keys.items()), dtype=np.int64).reshape(-1, 2),
-            topic_counts=self.topic_counts,
-        )
-        return buf.getvalue()
+        arrays = {
+            "recent_ts": np.fromiter(self.recent_ts, dtype="<f8", count=len(self.recent_ts)),
+            "recent_log_gaps": np.fromiter(
+                self.recent_log_gaps, dtype="<f8", count=len(self.recent_log_gaps)
+            ),
+            "recent_emb": self.recent_emb[: min(self.n_emb, self.config.window)],
+            "head_keys": _key_counts(self.head_keys),
+            "tail_keys": _key_counts(self.tail_keys),
+            "topic_counts": self.topic_counts,
+        }
+        return pack(_STATE_MAGIC, _STATE_VERSION, meta, arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FeatureState:
-        z = np.load(io.BytesIO(data), allow_pickle=False)
-        meta = json.loads(z["meta"].tobytes().decode())
-        config = FeatureConfig.from_dict(meta.pop("config"))
-        emb = np.zeros((config.window, meta["dim"]), dtype=np.float32)
-        stored = z["recent_emb"].astype(np.float32)
-        emb[: len(stored)] = stored
-        return cls(
-            config=config,
-            recent_ts=deque(z["recent_ts"].tolist(), maxlen=256),
-            recent_log_gaps=deque(z["recent_log_gaps"].tolist()),
-            recent_emb=emb,
-            head_keys={int(k): int(v) for k, v in z["head_keys"]},
-            tail_keys={int(k): int(v) for k, v in z["tail_keys"]},
-            topic_counts=z["topic_counts"].astype(np.float64),
-            **meta,
-        )
+        """Rebuild a state from :meth:`to_bytes` (or from the version-1 ``np.savez`` layout)."""
+        if data[:4] == b"PK\x03\x04":  # version 1 (a zip file); read so stored accounts live on
+            return cls._from_npz(data)
+        _, meta, z = unpack(data, _STATE_MAGIC, (_STATE_VERSION,), "feature state")
+        try:
+            config = FeatureConfig.from_dict(meta.pop("config"))
+            emb = np.zeros((config.window, meta["dim"]), dtype=np.float32)
+            emb[: len(z["recent_emb"])] = z["recent_emb"]
+            return cls(
+                config=config,
+                recent_ts=deque(z["recent_ts"].tolist(), maxlen=256),
+                recent_log_gaps=deque(z["recent_log_gaps"].tolist()),
+                recent_emb=emb,
+                head_keys=dict(z["head_keys"].tolist()),
+                tail_keys=dict(z["tail_keys"].tolist()),
+                topic_counts=z["topic_counts"].astype(np.float64),
+                conv_turns=dict(meta.pop("conv_turns")),
+                **meta,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateFormatError(f"feature state: inconsistent fields ({exc!r})") from exc
+
+    @classmethod
+    def _from_npz(cls, data: bytes) -> FeatureState:
+        """The version-1 layout (``np.savez``, embeddings ring in float16)."""
+        import json
+
+        try:
+            z = np.load(io.BytesIO(data), allow_pickle=False)
+            meta = json.loads(z["meta"].tobytes().decode())
+            config = FeatureConfig.from_dict(meta.pop("config"))
+            emb = np.zeros((config.window, meta["dim"]), dtype=np.float32)
+            stored = z["recent_emb"].astype(np.float32)
+            emb[: len(stored)] = stored
+            return cls(
+                config=config,
+                recent_ts=deque(z["recent_ts"].tolist(), maxlen=256),
+                recent_log_gaps=deque(z["recent_log_gaps"].tolist()),
+                recent_emb=emb,
+                head_keys={int(k): int(v) for k, v in z["head_keys"]},
+                tail_keys={int(k): int(v) for k, v in z["tail_keys"]},
+                topic_counts=z["topic_counts"].astype(np.float64),
+                **meta,
+            )
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise StateFormatError(f"feature state: unreadable version-1 state ({exc!r})") from exc
+
+
+_STATE_MAGIC = b"DWFS"
+_STATE_VERSION = 2  # 1: np.savez with a float16 embeddings ring (still read)
+
+
+def _key_counts(keys: dict[int, int]) -> np.ndarray:
+    """A wrapper-key map as an ``(n, 2)`` int64 array of (key, prompts) rows."""
+    flat = np.fromiter(
+        itertools.chain.from_iterable(keys.items()), dtype="<i8", count=2 * len(keys)
+    )
+    return flat.reshape(-1, 2)
 
 
 class FeatureExtractor:
@@ -265,159 +367,214 @@ class FeatureExtractor:
     ) -> tuple[np.ndarray, FeatureState]:
         """Features for every event of ``account`` (continuing ``state`` if given).
 
-        Returns the `(T, F)` float32 matrix and the state after the last event.
+        Returns the `(T, F)` float32 matrix and the state after the last event (``state``
+        itself, extended in place, when one is given).
         """
         if len(account) != len(embeddings):
             raise ValueError(f"{len(account)} events but {len(embeddings)} embeddings")
         state = state if state is not None else self.new_state()
-        out = np.zeros((len(account), N_FEATURES), dtype=np.float32)
-        topics = self._topics(embeddings)
-        for t in range(len(account)):
-            self._step(state, account, t, embeddings[t], int(topics[t]), out[t])
-        return out, state
+        n_words = self.config.skeleton_words
+        facts = [TextFacts.of(text, n_words) for text in account.prompts]
+        with one_thread():  # many tiny products: threads only add waiting
+            topics = self._topics(embeddings)
+            rows = self._extend(state, account, embeddings, topics, facts)
+        return np.array(rows, dtype=np.float32).reshape(len(account), N_FEATURES), state
 
-    def _topics(self, embeddings: np.ndarray) -> np.ndarray:
+    def _topics(self, embeddings: np.ndarray) -> list[int]:
         if len(embeddings) == 0:
-            return np.zeros(0, dtype=np.int64)
-        return np.argmax(embeddings @ self.topic_centroids.T, axis=1)  # (T,)
+            return []
+        return np.argmax(embeddings @ self.topic_centroids.T, axis=1).tolist()  # (T,)
 
-    def _step(
+    def _extend(
         self,
         s: FeatureState,
         acc: AccountEvents,
-        t: int,
-        emb: np.ndarray,
-        topic: int,
-        row: np.ndarray,
-    ) -> None:
+        embeddings: np.ndarray,
+        topics: list[int],
+        facts: list[TextFacts],
+    ) -> list[list[float]]:
+        """One row of features per event, extending ``s`` event by event.
+
+        Row ``t`` reads only ``s`` (events before ``t``) and event ``t``. The topic counts
+        are a list during the loop (numpy scalars are slow) and go back into ``s`` at the end.
+        """
         cfg = self.config
-        ts = float(acc.ts[t])
-        text = acc.prompts[t]
-        flags = TextFlags.of(text)
+        idx = _IDX
+        window = cfg.window
+        near_sim = cfg.near_duplicate_sim
+        log_n_topics = math.log(self.n_topics)
+        log1p_n_topics = math.log1p(self.n_topics)
+        log1p_max_position = math.log1p(10_000)
         c = s.counts
-        n_prev = s.n
-        row[_IDX["is_first"]] = 1.0 if n_prev == 0 else 0.0
-        if n_prev:
-            gap = max(ts - s.last_ts, 0.0)
-            lg = math.log1p(gap)
-            row[_IDX["log_gap"]] = lg / 12.0
-            s.recent_log_gaps.append(lg)
-        else:
-            s.first_ts = ts
-        chars = len(text)
-        row[_IDX["log_chars"]] = math.log1p(chars) / 10.0
-        mt = acc.max_tokens[t]
-        if math.isnan(mt):
-            row[_IDX["max_tokens_missing"]] = 1.0
-        else:
-            lmt = math.log1p(max(mt, 0.0))
-            row[_IDX["log_max_tokens"]] = lmt / 9.0
-            c["log_max_tokens"] += lmt
-            c["n_max_tokens"] += 1
-            c["max_tokens_sum"] += mt
-        if c["n_max_tokens"]:
-            row[_IDX["mean_log_max_tokens"]] = c["log_max_tokens"] / c["n_max_tokens"] / 9.0
-        conv = acc.conversation_id[t]
-        if conv is not None:
-            turn = s.conv_turns.get(conv, 0)
-            row[_IDX["conv_turn"]] = math.log1p(turn) / 3.0
-            row[_IDX["has_conversation"]] = 1.0
-            row[_IDX["same_conversation"]] = 1.0 if conv == s.last_conversation else 0.0
-            if len(s.conv_turns) >= 1024 and conv not in s.conv_turns:
-                s.conv_turns.pop(next(iter(s.conv_turns)))
-            s.conv_turns[conv] = turn + 1
-        s.last_conversation = conv
-        row[_IDX["elicitation"]] = flags.elicitation
-        row[_IDX["rubric"]] = flags.rubric
-        row[_IDX["answer_format"]] = flags.answer_format
-        row[_IDX["code"]] = flags.code
-        row[_IDX["math"]] = flags.math
-        row[_IDX["long_document"]] = chars > LONG_DOC_CHARS
-        row[_IDX["has_system"]] = 1.0 if acc.system[t] else 0.0
-        ua = acc.user_agent[t]
-        row[_IDX["script_agent"]] = 1.0 if ua and SCRIPT_AGENT_RE.search(ua) else 0.0
-        c["elicitation"] += flags.elicitation
-        c["rubric"] += flags.rubric
-        c["answer_format"] += flags.answer_format
-        c["code"] += flags.code
-        c["math"] += flags.math
-        c["long"] += chars > LONG_DOC_CHARS
-        s.ua_script += int(row[_IDX["script_agent"]])
+        topic_counts = s.topic_counts.tolist()
+        recent_emb = s.recent_emb
+        recent_ts = s.recent_ts
+        gaps = s.recent_log_gaps
+        conv_turns = s.conv_turns
+        head_keys, tail_keys = s.head_keys, s.tail_keys
+        ts_in_order = _is_sorted(recent_ts)
+        max_tokens = acc.max_tokens.tolist()
+        script_ua: dict[str, bool] = {}
+        rows: list[list[float]] = []
+        try:
+            for t, ts in enumerate(acc.ts.astype(np.float64, copy=False).tolist()):
+                fact = facts[t]
+                emb = embeddings[t]
+                row = [0.0] * N_FEATURES
+                n_prev = s.n
+                row[idx["is_first"]] = 1.0 if n_prev == 0 else 0.0
+                if n_prev:
+                    lg = math.log1p(max(ts - s.last_ts, 0.0))
+                    row[idx["log_gap"]] = lg / 12.0
+                    gaps.append(lg)
+                else:
+                    s.first_ts = ts
+                chars = fact.chars
+                row[idx["log_chars"]] = math.log1p(chars) / 10.0
+                mt = max_tokens[t]
+                if math.isnan(mt):
+                    row[idx["max_tokens_missing"]] = 1.0
+                else:
+                    lmt = math.log1p(max(mt, 0.0))
+                    row[idx["log_max_tokens"]] = lmt / 9.0
+                    c["log_max_tokens"] += lmt
+                    c["n_max_tokens"] += 1
+                    c["max_tokens_sum"] += mt
+                if c["n_max_tokens"]:
+                    row[idx["mean_log_max_tokens"]] = c["log_max_tokens"] / c["n_max_tokens"] / 9.0
+                conv = acc.conversation_id[t]
+                if conv is not None:
+                    turn = conv_turns.get(conv, 0)
+                    row[idx["conv_turn"]] = math.log1p(turn) / 3.0
+                    row[idx["has_conversation"]] = 1.0
+                    row[idx["same_conversation"]] = 1.0 if conv == s.last_conversation else 0.0
+                    if len(conv_turns) >= 1024 and conv not in conv_turns:
+                        conv_turns.pop(next(iter(conv_turns)))
+                    conv_turns[conv] = turn + 1
+                s.last_conversation = conv
+                row[idx["elicitation"]] = fact.elicitation
+                row[idx["rubric"]] = fact.rubric
+                row[idx["answer_format"]] = fact.answer_format
+                row[idx["code"]] = fact.code
+                row[idx["math"]] = fact.math
+                long_doc = chars > LONG_DOC_CHARS
+                row[idx["long_document"]] = long_doc
+                row[idx["has_system"]] = 1.0 if acc.system[t] else 0.0
+                ua = acc.user_agent[t]
+                script = False
+                if ua:
+                    script = script_ua.get(ua)  # type: ignore[assignment]
+                    if script is None:
+                        script = script_ua[ua] = SCRIPT_AGENT_RE.search(ua) is not None
+                row[idx["script_agent"]] = 1.0 if script else 0.0
+                c["elicitation"] += fact.elicitation
+                c["rubric"] += fact.rubric
+                c["answer_format"] += fact.answer_format
+                c["code"] += fact.code
+                c["math"] += fact.math
+                c["long"] += long_doc
+                s.ua_script += int(script)
 
-        # similarity to the account's own recent prompts
-        k = min(s.n_emb, cfg.window)
-        near_dup = False
-        if k:
-            sims = s.recent_emb[:k] @ emb  # (k,)
-            mx = float(sims.max())
-            row[_IDX["max_sim_prev"]] = mx
-            row[_IDX["mean_sim_prev"]] = float(sims.sum()) / k
-            near_dup = mx >= cfg.near_duplicate_sim
-        row[_IDX["near_duplicate"]] = near_dup
-        c["near_dup"] += near_dup
-        s.recent_emb[s.n_emb % cfg.window] = emb
-        s.n_emb += 1
+                # similarity to the account's own recent prompts
+                k = min(s.n_emb, window)
+                near_dup = False
+                if k:
+                    sims = recent_emb[:k] @ emb  # (k,)
+                    mx = float(sims.max())
+                    row[idx["max_sim_prev"]] = mx
+                    row[idx["mean_sim_prev"]] = float(sims.sum()) / k
+                    near_dup = mx >= near_sim
+                row[idx["near_duplicate"]] = near_dup
+                c["near_dup"] += near_dup
+                recent_emb[s.n_emb % window] = emb
+                s.n_emb += 1
 
-        keys = wrapper_keys(text, cfg.skeleton_words)
-        reused = False
-        if keys is not None:
-            head, tail = keys
-            reused = head in s.head_keys or tail in s.tail_keys
-            for keymap, key in ((s.head_keys, head), (s.tail_keys, tail)):
-                if key in keymap or len(keymap) < MAX_WRAPPER_KEYS:
-                    keymap[key] = keymap.get(key, 0) + 1
-        row[_IDX["template_reused"]] = reused
-        c["template"] += reused
+                keys = fact.wrapper
+                reused = False
+                if keys is not None:
+                    head, tail = keys
+                    reused = head in head_keys or tail in tail_keys
+                    for keymap, key in ((head_keys, head), (tail_keys, tail)):
+                        if key in keymap or len(keymap) < MAX_WRAPPER_KEYS:
+                            keymap[key] = keymap.get(key, 0) + 1
+                row[idx["template_reused"]] = reused
+                c["template"] += reused
 
-        # topics
-        ct = float(s.topic_counts[topic])
-        if ct == 0:
-            row[_IDX["topic_new"]] = 1.0
-            c["topics_covered"] += 1
-        s.topic_counts[topic] = ct + 1
-        # entropy of topic counts, kept as sum(c log c): H = log N - sum(c log c) / N
-        c["topic_clogc"] += (ct + 1) * math.log(ct + 1) - (ct * math.log(ct) if ct else 0.0)
-        row[_IDX["topics_covered"]] = math.log1p(c["topics_covered"]) / math.log1p(self.n_topics)
-        total = n_prev + 1
-        entropy = max(math.log(total) - c["topic_clogc"] / total, 0.0)
-        row[_IDX["topic_entropy"]] = entropy / math.log(self.n_topics)
+                # topics
+                topic = topics[t]
+                ct = float(topic_counts[topic])
+                if ct == 0:
+                    row[idx["topic_new"]] = 1.0
+                    c["topics_covered"] += 1
+                topic_counts[topic] = ct + 1
+                # entropy of topic counts, kept as sum(c log c): H = log N - sum(c log c) / N
+                c["topic_clogc"] += (ct + 1) * math.log(ct + 1) - (ct * math.log(ct) if ct else 0.0)
+                row[idx["topics_covered"]] = math.log1p(c["topics_covered"]) / log1p_n_topics
+                total = n_prev + 1
+                entropy = max(math.log(total) - c["topic_clogc"] / total, 0.0)
+                row[idx["topic_entropy"]] = entropy / log_n_topics
 
-        # timing
-        s.recent_ts.append(ts)
-        row[_IDX["burst_60s"]] = math.log1p(_n_within(s.recent_ts, ts, 60.0)) / 5.0
-        row[_IDX["burst_1h"]] = math.log1p(_n_within(s.recent_ts, ts, 3600.0)) / 6.0
-        g = s.recent_log_gaps
-        if len(g) >= 3:
-            mean = sum(g) / len(g)
-            std = math.sqrt(max(sum(x * x for x in g) / len(g) - mean * mean, 0.0))
-            row[_IDX["gap_regularity"]] = min(std / (abs(mean) + 1e-3), 3.0) / 3.0
-        hour = (ts % 86400.0) / 3600.0
-        ang = 2.0 * math.pi * hour / 24.0
-        row[_IDX["hour_sin"]] = math.sin(ang)
-        row[_IDX["hour_cos"]] = math.cos(ang)
-        s.hour_cos += math.cos(ang)
-        s.hour_sin += math.sin(ang)
+                # timing
+                if ts_in_order and recent_ts and ts < recent_ts[-1]:
+                    ts_in_order = False  # a late event: count bursts the slow way from now on
+                recent_ts.append(ts)
+                n_within = _n_within_sorted if ts_in_order else _n_within
+                row[idx["burst_60s"]] = math.log1p(n_within(recent_ts, ts, 60.0)) / 5.0
+                row[idx["burst_1h"]] = math.log1p(n_within(recent_ts, ts, 3600.0)) / 6.0
+                if len(gaps) >= 3:
+                    mean = sum(gaps) / len(gaps)
+                    std = math.sqrt(max(sum([x * x for x in gaps]) / len(gaps) - mean * mean, 0.0))
+                    row[idx["gap_regularity"]] = min(std / (abs(mean) + 1e-3), 3.0) / 3.0
+                hour = (ts % 86400.0) / 3600.0
+                ang = 2.0 * math.pi * hour / 24.0
+                sin, cos = math.sin(ang), math.cos(ang)
+                row[idx["hour_sin"]] = sin
+                row[idx["hour_cos"]] = cos
+                s.hour_cos += cos
+                s.hour_sin += sin
 
-        s.n = n_prev + 1
-        n = s.n
-        row[_IDX["hour_concentration"]] = math.hypot(s.hour_cos, s.hour_sin) / n
-        row[_IDX["share_template_reused"]] = c["template"] / n
-        row[_IDX["share_elicitation"]] = c["elicitation"] / n
-        row[_IDX["share_rubric"]] = c["rubric"] / n
-        row[_IDX["share_answer_format"]] = c["answer_format"] / n
-        row[_IDX["share_near_duplicate"]] = c["near_dup"] / n
-        row[_IDX["log_position"]] = math.log1p(n) / math.log1p(10_000)
-        s.last_ts = ts
+                s.n = n = n_prev + 1
+                row[idx["hour_concentration"]] = math.hypot(s.hour_cos, s.hour_sin) / n
+                row[idx["share_template_reused"]] = c["template"] / n
+                row[idx["share_elicitation"]] = c["elicitation"] / n
+                row[idx["share_rubric"]] = c["rubric"] / n
+                row[idx["share_answer_format"]] = c["answer_format"] / n
+                row[idx["share_near_duplicate"]] = c["near_dup"] / n
+                row[idx["log_position"]] = math.log1p(n) / log1p_max_position
+                s.last_ts = ts
+                rows.append(row)
+        finally:
+            s.topic_counts[:] = topic_counts
+        return rows
+
+
+def _is_sorted(values: deque[float]) -> bool:
+    return all(map(operator.le, values, itertools.islice(values, 1, None)))
 
 
 def _n_within(recent: deque[float], ts: float, seconds: float) -> int:
-    """How many earlier events (of the bounded recent ones) lie within ``seconds`` of ``ts``."""
+    """How many earlier events (of the bounded recent ones) lie within ``seconds`` of ``ts``.
+
+    Counts back from the newest until the first one older than that (late events included).
+    """
     n = 0
     for x in reversed(recent):
         if ts - x > seconds:
             break
         n += 1
     return n - 1  # the event itself is already in ``recent``
+
+
+def _n_within_sorted(recent: deque[float], ts: float, seconds: float) -> int:
+    """:func:`_n_within` for time-ordered ``recent``: a binary search on the same test."""
+    lo, hi = 0, len(recent)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ts - recent[mid] > seconds:
+            lo = mid + 1
+        else:
+            hi = mid
+    return len(recent) - lo - 1
 
 
 def fit_topic_centroids(embeddings: np.ndarray, k: int = 32, seed: int = 0) -> np.ndarray:

@@ -30,6 +30,8 @@ from model.events import AccountEvents, EventTable
 from model.features import FeatureExtractor, FeatureState
 from model.network import SequenceDetector, StreamState
 from model.reasons import OrganicReference, account_stats
+from model.state_codec import StateFormatError, pack, unpack
+from model.threads import one_thread
 
 
 @dataclass
@@ -67,42 +69,78 @@ class AccountState:
     last_prob: float = 0.0
 
     def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        feats = np.frombuffer(self.features.to_bytes(), dtype=np.uint8)
-        np.savez(
-            buf,
-            features=feats,
-            hidden=self.net.hidden.numpy(),
-            ev_max=self.net.ev_max.numpy(),
-            ev_sum=self.net.ev_sum.numpy(),
-            n_seen=self.net.n_seen.numpy(),
-            scalars=np.array(
-                [
-                    self.n_events,
-                    -1 if self.first_flag_event is None else self.first_flag_event,
-                    self.last_prob,
-                ],
-                dtype=np.float64,
-            ),
-        )
-        return buf.getvalue()
+        """The state as bytes for the service's store (layout in ``model/state_codec.py``).
+
+        Exact: an account restored from these bytes scores its next events exactly as the
+        one kept in memory would.
+        """
+        meta = {
+            "n_events": self.n_events,
+            "first_flag_event": self.first_flag_event,
+            "last_prob": self.last_prob,
+        }
+        arrays = {
+            "hidden": self.net.hidden.numpy(),
+            "ev_max": self.net.ev_max.numpy(),
+            "ev_sum": self.net.ev_sum.numpy(),
+            "n_seen": self.net.n_seen.numpy(),
+            "features": np.frombuffer(self.features.to_bytes(), dtype=np.uint8),
+        }
+        return pack(_STATE_MAGIC, _STATE_VERSION, meta, arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:
-        z = np.load(io.BytesIO(data), allow_pickle=False)
-        n_events, first_flag, last_prob = z["scalars"].tolist()
-        return cls(
-            features=FeatureState.from_bytes(z["features"].tobytes()),
-            net=StreamState(
-                hidden=torch.from_numpy(z["hidden"]),
-                ev_max=torch.from_numpy(z["ev_max"]),
-                ev_sum=torch.from_numpy(z["ev_sum"]),
-                n_seen=torch.from_numpy(z["n_seen"]),
-            ),
-            n_events=int(n_events),
-            first_flag_event=None if first_flag < 0 else int(first_flag),
-            last_prob=float(last_prob),
-        )
+        """Rebuild a state from :meth:`to_bytes`; version-1 (``np.savez``) states are migrated.
+
+        Raises :class:`model.state_codec.StateFormatError` for anything else.
+        """
+        if data[:4] == b"PK\x03\x04":  # version 1 (a zip file)
+            return cls._from_npz(data)
+        _, meta, z = unpack(data, _STATE_MAGIC, (_STATE_VERSION,), "account state")
+        try:
+            return cls(
+                features=FeatureState.from_bytes(z["features"].tobytes()),
+                net=StreamState(
+                    hidden=torch.from_numpy(z["hidden"]),
+                    ev_max=torch.from_numpy(z["ev_max"]),
+                    ev_sum=torch.from_numpy(z["ev_sum"]),
+                    n_seen=torch.from_numpy(z["n_seen"]),
+                ),
+                n_events=int(meta["n_events"]),
+                first_flag_event=meta["first_flag_event"],
+                last_prob=float(meta["last_prob"]),
+            )
+        except StateFormatError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateFormatError(f"account state: inconsistent fields ({exc!r})") from exc
+
+    @classmethod
+    def _from_npz(cls, data: bytes) -> AccountState:
+        """The version-1 layout (``np.savez``)."""
+        try:
+            z = np.load(io.BytesIO(data), allow_pickle=False)
+            n_events, first_flag, last_prob = z["scalars"].tolist()
+            return cls(
+                features=FeatureState.from_bytes(z["features"].tobytes()),
+                net=StreamState(
+                    hidden=torch.from_numpy(z["hidden"]),
+                    ev_max=torch.from_numpy(z["ev_max"]),
+                    ev_sum=torch.from_numpy(z["ev_sum"]),
+                    n_seen=torch.from_numpy(z["n_seen"]),
+                ),
+                n_events=int(n_events),
+                first_flag_event=None if first_flag < 0 else int(first_flag),
+                last_prob=float(last_prob),
+            )
+        except StateFormatError:
+            raise
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise StateFormatError(f"account state: unreadable version-1 state ({exc!r})") from exc
+
+
+_STATE_MAGIC = b"DWAS"
+_STATE_VERSION = 2  # 1: np.savez (still read)
 
 
 @dataclass
@@ -171,14 +209,17 @@ class Detector:
         """Per-event probabilities for many accounts, networks run in length-sorted batches."""
         if embeddings is None:
             embeddings = self._embed_accounts(accounts)
-        feats = [self.extractor.transform(a, e) for a, e in zip(accounts, embeddings, strict=True)]
-        order = sorted(range(len(accounts)), key=lambda i: len(accounts[i]))
         probs: dict[int, np.ndarray] = {}
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            logits = self._logits([embeddings[i] for i in idx], [feats[i][0] for i in idx])
-            for i, lg in zip(idx, logits, strict=True):
-                probs[i] = self.calibration(lg)
+        with one_thread():  # small products: one thread is fastest (see model/threads.py)
+            feats = [
+                self.extractor.transform(a, e) for a, e in zip(accounts, embeddings, strict=True)
+            ]
+            order = sorted(range(len(accounts)), key=lambda i: len(accounts[i]))
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                logits = self._logits([embeddings[i] for i in idx], [feats[i][0] for i in idx])
+                for i, lg in zip(idx, logits, strict=True):
+                    probs[i] = self.calibration(lg)
         for i, acc in enumerate(accounts):
             yield AccountTrace(acc.account_id, probs[i], feats[i][1])
 
@@ -286,12 +327,13 @@ class Detector:
             raise ValueError("update needs at least one new event")
         if embeddings is None:
             embeddings = self.embed(account.prompts)
-        feats, fstate = self.extractor.transform(account, embeddings, state.features)
-        logits, net_state = self.network(
-            torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).unsqueeze(0),
-            torch.from_numpy(feats).unsqueeze(0),
-            state.net,
-        )
+        with one_thread():  # one step of a small network: threads only add waiting
+            feats, fstate = self.extractor.transform(account, embeddings, state.features)
+            logits, net_state = self.network(
+                torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).unsqueeze(0),
+                torch.from_numpy(feats).unsqueeze(0),
+                state.net,
+            )
         probs = self.calibration(logits[0].numpy())
         first = state.first_flag_event
         if first is None:

@@ -317,7 +317,10 @@ class LogisticBaseline(_BaselineBase):
             StandardScaler(),
             LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000),
         ).fit(final, y)
-        return self.model_.predict_proba(final[y == 0])[:, 1]
+        # Scored the way ``trace`` scores them: one batch of rows, not the stacked finals,
+        # since a product of another shape may round differently and flip a tie at the threshold.
+        organic = [(a, e) for a, e, label in zip(accounts, embs, y, strict=True) if label == 0]
+        return np.array([self._trace(a, e)[-1] for a, e in organic])
 
     def _aggregates(self, account: AccountEvents, emb: np.ndarray) -> np.ndarray:
         feats, _ = self.extractor_.transform(account, emb)  # (T, F)

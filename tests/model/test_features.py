@@ -1,27 +1,37 @@
 """Per-event features: causal, incremental, and saying what a reviewer would see."""
 
+import hashlib
+import io
+import json
+import re
+import struct
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from model.events import EventTable
+from model import lexicon
+from model.events import EventTable, read_events
 from model.features import (
+    _LETTERS,
+    _NUM_RE,
+    _WORD_RE,
     FEATURE_NAMES,
     FeatureConfig,
     FeatureExtractor,
     FeatureState,
     TextFlags,
+    _n_within,
+    _n_within_sorted,
     wrapper_keys,
 )
-from model.lexicon import (
-    ELICITATION,
-    ELICITATION_PATTERNS,
-    FORMAT,
-    FORMAT_PATTERNS,
-    RUBRIC,
-    RUBRIC_PATTERNS,
-)
+from model.lexicon import LexiconSet, requirement, scan_text
+from model.reasons import account_stats
+from model.state_codec import StateFormatError
 
 IDX = {n: i for i, n in enumerate(FEATURE_NAMES)}
+DATA_SAMPLES = Path(__file__).resolve().parents[2] / "data_samples"
+LEXICON_NAMES = ("ELICITATION", "RUBRIC", "FORMAT", "CODE", "MATH")
 
 
 def _extractor(dim: int = 8, k: int = 4) -> FeatureExtractor:
@@ -68,17 +78,95 @@ def test_rubric_and_format_flags() -> None:
     assert TextFlags.of("Put your final answer in \\boxed{}").answer_format
 
 
-@pytest.mark.parametrize(
-    ("lexicon", "patterns"),
-    [(ELICITATION, ELICITATION_PATTERNS), (RUBRIC, RUBRIC_PATTERNS), (FORMAT, FORMAT_PATTERNS)],
-)
-def test_trigger_prefilter_never_hides_a_pattern(lexicon, patterns) -> None:
-    # every literal example built from a pattern's own words must pass the pre-check
-    import re
+def test_lexicons_answer_like_their_joined_regex() -> None:
+    # the pre-checks and the match-where-the-strings-occur shortcut must never change an answer
+    prompts = sorted(read_events(DATA_SAMPLES / "events.jsonl").unique_prompts())
+    texts = [scan_text(p) for p in prompts[::3]]  # every length and kind, a third of them
+    texts += [
+        "",
+        "x",
+        "rate this 1 –10 please\nanswer:   ",
+        "Explain why; then\n{return x;}\n" * 3,
+        "ſtep by step $x^2$ \\frac{1}{2} 12 × 3 <thinking> 「json object」",
+    ]
+    lexicons = [getattr(lexicon, name) for name in LEXICON_NAMES]
+    together = LexiconSet(lexicons)
+    joined = [lexicon._compile(lx.patterns) for lx in lexicons]
+    for text in texts:
+        expected = tuple(j.search(text) is not None for j in joined)
+        assert together.search(text) == expected, text[:80]
+        assert tuple(lx.search(text) for lx in lexicons) == expected, text[:80]
 
-    for p in patterns:
-        literal = re.sub(r"\\[bsdw]|[()?:*+^$|\[\]]", " ", p).replace("\\", "")
-        assert any(t in p or t in literal for t in lexicon.triggers), p
+
+@pytest.mark.parametrize(
+    ("pattern", "matches"),
+    [
+        (r"\bexplain why\b", ["explain why"]),
+        (r"step[- ]by[- ]step", ["step by step", "step-by step", "step-by-step"]),
+        (r"(?:reason|think) (?:it )?through", ["reason through", "think it through"]),
+        (r"\d+ apples?", ["1 apple", "22 apples"]),
+        (r"\$[^$]+\$", ["$x$", "$a + b$"]),
+        (r"\b(?:1 ?[-–] ?(?:5|10)|one to (?:five|ten))\b", ["1 - 5", "1–10", "one to ten"]),
+    ],
+)
+def test_requirements_are_strings_every_match_contains(pattern, matches) -> None:
+    req = requirement(pattern)
+    assert req is not None and req.strings
+    for text in matches:
+        m = re.search(pattern, text)
+        assert m is not None
+        assert any(s in m.group() for s in req.strings), (text, req)
+        if req.prefix:
+            assert any(m.group().startswith(s) for s in req.strings), (text, req)
+
+
+@pytest.mark.parametrize("pattern", [r"\d+", r"(?i:abc)", r"a?b?", r"(?=abc)", r"[^a]bc?"])
+def test_patterns_without_a_known_requirement_are_searched_in_full(pattern) -> None:
+    req = requirement(pattern)
+    assert req is None or all(s for s in req.strings)
+    assert requirement("(?i)abc") is None  # case folding: ``in`` would miss "ABC"
+    fast = LexiconSet([lexicon.Lexicon((pattern,))])
+    for text in ("abc", "ABC", "xbc", "123", "", "bcd"):
+        assert fast.search(text)[0] == (re.search(pattern, text, re.MULTILINE) is not None)
+
+
+def test_word_letters_are_what_ignorecase_matched() -> None:
+    every_char = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+    folded = set(re.findall("[a-z]", every_char, re.IGNORECASE))
+    assert set(re.findall(f"[{_LETTERS}]", every_char)) == folded
+
+
+@pytest.mark.parametrize("n_words", [3, 8])
+def test_wrapper_keys_of_long_texts_equal_splitting_the_whole_text(n_words: int) -> None:
+    # long texts are split into words only near their ends; the keys must not notice
+    from model.features import stable_hash
+
+    rng = np.random.default_rng(5)
+    vocab = ["the", "answer", "12.5", "3,000", "x", ";", "\u00a0", "\n", "ſtep", "a1b2", "…", "  "]
+    for length in (30, 200, 800, 3000, 9000):
+        for _ in range(20):
+            seps = rng.choice([" ", "", "\t"], size=length)
+            text = "".join(a + b for a, b in zip(rng.choice(vocab, size=length), seps, strict=True))
+            words = _WORD_RE.findall(_NUM_RE.sub("0", scan_text(text)))
+            expected = None
+            if len(words) >= 3 * n_words:
+                expected = (
+                    stable_hash(("h", *words[:n_words])),
+                    stable_hash(("t", *words[-n_words:])),
+                )
+            assert wrapper_keys(text, n_words) == expected
+
+
+def test_burst_counts_by_binary_search_equal_counting_back() -> None:
+    from collections import deque
+
+    rng = np.random.default_rng(2)
+    ts = np.cumsum(rng.choice([0.0, 1.0, 30.0, 59.999, 60.0, 61.0, 3600.0], size=600))
+    recent: deque[float] = deque(maxlen=256)
+    for t in ts.tolist():
+        recent.append(t)
+        for seconds in (60.0, 3600.0):
+            assert _n_within_sorted(recent, t, seconds) == _n_within(recent, t, seconds)
 
 
 def test_features_are_causal() -> None:
@@ -102,9 +190,10 @@ def test_incremental_state_roundtrip_equals_batch() -> None:
     first, state = fx.transform(acc.head(9), emb[:9])
     restored = FeatureState.from_bytes(state.to_bytes())
     second, state2 = fx.transform(acc.slice(9, 20), emb[9:], restored)
-    np.testing.assert_allclose(np.vstack([first, second]), full, atol=1e-3)
+    np.testing.assert_array_equal(np.vstack([first, second]), full)  # exact: nothing rounded
     assert state2.n == state_full.n == 20
     assert state2.counts["elicitation"] == 20
+    assert account_stats(state2) == account_stats(state_full)
 
 
 def test_template_reuse_and_near_duplicates_are_seen() -> None:
@@ -141,3 +230,153 @@ def test_mismatched_embeddings_raise() -> None:
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="window"):
         FeatureConfig(window=0)
+
+
+def _v1_bytes(state: FeatureState) -> bytes:
+    """A state as the version-1 code wrote it (``np.savez``, float16 embeddings ring)."""
+    meta = {
+        "config": state.config.to_dict(),
+        **{k: getattr(state, k) for k in ("n_topics", "dim", "n", "last_ts", "first_ts")},
+        **{k: getattr(state, k) for k in ("last_conversation", "n_emb", "conv_turns")},
+        **{k: getattr(state, k) for k in ("counts", "hour_cos", "hour_sin", "ua_script")},
+    }
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        recent_ts=np.asarray(state.recent_ts, dtype=np.float64),
+        recent_log_gaps=np.asarray(state.recent_log_gaps, dtype=np.float64),
+        recent_emb=state.recent_emb[: min(state.n_emb, state.config.window)].astype(np.float16),
+        head_keys=np.array(list(state.head_keys.items()), dtype=np.int64).reshape(-1, 2),
+        tail_keys=np.array(list(state.tail_keys.items()), dtype=np.int64).reshape(-1, 2),
+        topic_counts=state.topic_counts,
+    )
+    return buf.getvalue()
+
+
+def _stream(n: int = 30):
+    prompts = [f"Solve step by step: what is {i} + {i * 3}? Final answer only." for i in range(n)]
+    acc = _account(prompts, max_tokens=2048, conversation_id="c1", user_agent="httpx/0.27")
+    return acc, _emb(n)
+
+
+def test_state_bytes_restore_every_field() -> None:
+    fx = _extractor()
+    acc, emb = _stream()
+    _, state = fx.transform(acc, emb)
+    restored = FeatureState.from_bytes(state.to_bytes())
+    for name in ("n", "n_emb", "last_ts", "first_ts", "last_conversation", "ua_script"):
+        assert getattr(restored, name) == getattr(state, name), name
+    assert restored.counts == state.counts
+    assert list(restored.conv_turns.items()) == list(state.conv_turns.items())  # eviction order
+    assert restored.head_keys == state.head_keys and restored.tail_keys == state.tail_keys
+    assert list(restored.recent_ts) == list(state.recent_ts)
+    assert list(restored.recent_log_gaps) == list(state.recent_log_gaps)
+    np.testing.assert_array_equal(restored.recent_emb, state.recent_emb)
+    np.testing.assert_array_equal(restored.topic_counts, state.topic_counts)
+
+
+def test_version_1_states_are_still_read() -> None:
+    fx = _extractor()
+    acc, emb = _stream()
+    full, _ = fx.transform(acc, emb)
+    _, state = fx.transform(acc.head(12), emb[:12])
+    old = FeatureState.from_bytes(_v1_bytes(state))
+    rest, old_after = fx.transform(acc.slice(12, 30), emb[12:], old)
+    np.testing.assert_allclose(rest, full[12:], atol=1e-3)  # version 1 kept float16 vectors
+    assert old_after.n == 30 and old_after.counts["elicitation"] == 30
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (b"DWFS" + struct.pack("<HI", 9, 2) + b"{}", "version 9, this distillwatch reads 2"),
+        (b"DWAS" + struct.pack("<HI", 2, 2) + b"{}", "not a distillwatch feature state"),
+        (b"DW", "too short"),
+        (b"DWFS" + struct.pack("<HI", 2, 5) + b"{oops", "corrupt"),
+    ],
+)
+def test_unreadable_states_are_rejected_clearly(blob: bytes, message: str) -> None:
+    with pytest.raises(StateFormatError, match=message):
+        FeatureState.from_bytes(blob)
+
+
+def test_truncated_state_is_rejected() -> None:
+    fx = _extractor()
+    acc, emb = _stream(5)
+    data = fx.transform(acc, emb)[1].to_bytes()
+    with pytest.raises(StateFormatError, match=r"truncated|trailing"):
+        FeatureState.from_bytes(data[:-7])
+
+
+# Reference values computed with the feature code before its speed-ups (commit 2610207): a
+# speed-up must not move any value. Columns that come out of a BLAS product are pinned by
+# their sums (another CPU may round a product in its last bit); all others bit for bit. If you
+# change a feature's definition on purpose, put the values this test reports here.
+_BLAS_COLUMNS = (
+    "max_sim_prev",
+    "mean_sim_prev",
+    "near_duplicate",
+    "share_near_duplicate",
+    "topic_new",
+    "topics_covered",
+    "topic_entropy",
+)
+_PINNED_FEATURES_SHA = "0a9e81ecceb52e6e8e5bb6438cb9dbbb38a7049a5bd9a0a9c35c86bc00a69c05"
+_PINNED_SUMS = {
+    "max_sim_prev": 578.7282415688969,
+    "mean_sim_prev": 233.22860623599263,
+    "near_duplicate": 45.0,
+    "share_near_duplicate": 29.880852117203176,
+    "topic_new": 436.0,
+    "topics_covered": 1670.3419505357742,
+    "topic_entropy": 1347.6074557881802,
+}
+_PINNED_STATS_SHA = "a80184a969e281937c8a21f287aef2abbc9f58c6c3c1737a34f2cc9949a0d248"
+_PINNED_TEXT_SHA = "4430a9bcbc8abcc5c0e41ad7d93b6b5269d4c712315431dbcacb5837f7583055"
+
+
+def test_feature_values_are_pinned(hashing_embedder) -> None:
+    table = read_events(DATA_SAMPLES / "events.jsonl")
+    accounts = list(table.accounts())[::5]
+    texts = sorted({p for a in accounts for p in a.prompts})
+    vecs = dict(zip(texts, hashing_embedder.encode(texts), strict=True))
+    centroids = np.stack([vecs[t] for t in texts[:: len(texts) // 12][:12]])
+    fx = FeatureExtractor(FeatureConfig(window=16, gap_window=8), centroids)
+    rows, stats = [], []
+    for i, acc in enumerate(accounts):
+        emb = np.stack([vecs[p] for p in acc.prompts])
+        if i % 4 == 3 and len(acc) > 1:  # late events: the newer half arrives first
+            half = len(acc) // 2
+            newer, state = fx.transform(acc.slice(half, len(acc)), emb[half:])
+            older, state = fx.transform(acc.slice(0, half), emb[:half], state)
+            feats = np.vstack([newer, older])
+        else:
+            feats, state = fx.transform(acc, emb)
+        rows.append(feats)
+        stats.append(account_stats(state))
+    feats = np.vstack(rows)
+    exact = [j for j, name in enumerate(FEATURE_NAMES) if name not in _BLAS_COLUMNS]
+    digest = hashlib.sha256(np.ascontiguousarray(feats[:, exact]).tobytes()).hexdigest()
+    sums = {n: float(feats[:, IDX[n]].astype(np.float64).sum()) for n in _BLAS_COLUMNS}
+    stats_json = json.dumps(
+        [{k: round(v, 9) for k, v in s.items() if k != "topics_covered"} for s in stats],
+        sort_keys=True,
+    )
+    report = f"features {digest}, sums {sums}"
+    assert digest == _PINNED_FEATURES_SHA, report
+    assert sums == pytest.approx(_PINNED_SUMS, rel=1e-6, abs=1e-9), report
+    assert hashlib.sha256(stats_json.encode()).hexdigest() == _PINNED_STATS_SHA
+
+    extra = [
+        "A" * 5000 + " step by step " + "z " * 3000,
+        "İstanbul ſtep by ſtep 1.5,3 ×2 " * 300,
+        "",
+        "Final Answer: 42\n####",
+    ]
+    facts = [
+        (sorted(vars(TextFlags.of(t)).items()), wrapper_keys(t), wrapper_keys(t, 3))
+        for t in sorted(table.unique_prompts()) + extra
+    ]
+    text_digest = hashlib.sha256(json.dumps(facts).encode()).hexdigest()
+    assert text_digest == _PINNED_TEXT_SHA, f"text facts {text_digest}"

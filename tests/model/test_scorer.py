@@ -1,12 +1,15 @@
 """The scorer: batch and online scoring agree, a saved model reloads, output follows the contract."""
 
+import io
 import json
+import struct
 
 import numpy as np
 import pytest
 
 from model.model_dir import ModelDirError, load_model, read_config
 from model.scorer import AccountState
+from model.state_codec import StateFormatError
 
 CONTRACT_FIELDS = {
     "account_id",
@@ -87,3 +90,71 @@ def test_broken_model_directories_give_clear_errors(tmp_path, tiny_model_dir) ->
     (bad / "weights.pt").write_bytes(b"garbage")
     with pytest.raises(ModelDirError, match="weights"):
         load_model(bad)
+
+
+def test_a_restored_account_scores_exactly_like_the_live_one(tiny_detector, sim_table) -> None:
+    # what a restarted service (state read back from its store) must answer
+    accounts = [a for a in sim_table.accounts() if len(a) >= 12][:6]
+    for acc in accounts:
+        live = stored = None
+        for start, stop in ((0, 1), (1, 4), (4, 9), (9, len(acc))):
+            part = acc.slice(start, stop)
+            live, live_score = tiny_detector.update(live, part)
+            restored = None if stored is None else AccountState.from_bytes(stored)
+            restored, restored_score = tiny_detector.update(restored, part)
+            stored = restored.to_bytes()
+            assert restored_score.to_dict() == live_score.to_dict()
+            assert restored.last_prob == live.last_prob
+
+
+def _v1_account_bytes(state: AccountState) -> bytes:
+    """An account state as the version-1 code wrote it (``np.savez``)."""
+    from tests.model.test_features import _v1_bytes
+
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        features=np.frombuffer(_v1_bytes(state.features), dtype=np.uint8),
+        hidden=state.net.hidden.numpy(),
+        ev_max=state.net.ev_max.numpy(),
+        ev_sum=state.net.ev_sum.numpy(),
+        n_seen=state.net.n_seen.numpy(),
+        scalars=np.array(
+            [state.n_events, state.first_flag_event or -1, state.last_prob], dtype=np.float64
+        ),
+    )
+    return buf.getvalue()
+
+
+def test_version_1_account_states_are_migrated(tiny_detector, sim_table) -> None:
+    acc = next(a for a in sim_table.accounts() if len(a) >= 12)
+    state, _ = tiny_detector.update(None, acc.head(6))
+    old = AccountState.from_bytes(_v1_account_bytes(state))
+    assert old.n_events == 6 and old.first_flag_event == state.first_flag_event
+    _, from_old = tiny_detector.update(old, acc.slice(6, len(acc)))
+    _, from_live = tiny_detector.update(state, acc.slice(6, len(acc)))
+    assert from_old.n_events == from_live.n_events == len(acc)
+    assert from_old.score == pytest.approx(from_live.score, abs=1e-3)  # v1 kept float16
+
+
+def test_unreadable_account_states_are_rejected_clearly(tiny_detector, sim_table) -> None:
+    acc = next(iter(sim_table.accounts()))
+    data = tiny_detector.update(None, acc)[0].to_bytes()
+    newer = data[:4] + struct.pack("<H", 3) + data[6:]
+    with pytest.raises(StateFormatError, match=r"version 3.*newer distillwatch"):
+        AccountState.from_bytes(newer)
+    with pytest.raises(StateFormatError, match="not a distillwatch account state"):
+        AccountState.from_bytes(b"\x00" * 64)
+
+
+def test_scoring_leaves_the_thread_settings_as_it_found_them(tiny_detector, sim_table) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tiny_detector.score_accounts(list(sim_table.accounts())[:5])
+        tiny_detector.update(None, next(iter(sim_table.accounts())))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
