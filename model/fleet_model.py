@@ -170,7 +170,8 @@ class FleetModel:
                 head = f"member of fleet {fleet.fleet_id} ({len(fleet.accounts)} accounts)"
                 reasons = [head + (": " + fleet.reasons[0] if fleet.reasons else ""), *reasons]
             elif flagged and not reasons:
-                reasons = detector.reasons(inputs[i][2].state)
+                trace = inputs[i][2]
+                reasons = detector.reasons(trace.state, trace.prompt_count, trace.prompt_probs)
             out[i] = replace(
                 s, score=new_score, flagged=flagged, fleet_id=fleet.fleet_id, reasons=reasons[:5]
             )

@@ -8,6 +8,12 @@ diluted by cover traffic, the maximum and the count are not. Every position sees
 state (GRU hidden, running max, running sum, count) is bounded, so extending a stream by
 one event costs the same at event 10 as at event 10,000.
 
+With ``prompt_head``, one more evidence channel is a per-prompt probability that this
+prompt is a harvesting prompt, trained on prompt labels where training has them (the
+simulator's, or an incident's ``harvest_prompts``). Its running sum is then an estimated
+count of harvesting prompts so far, its mean their share: the account head reads both, and
+reasons can cite the count.
+
 What it does not know: text, files, training, calibration (see ``model/scorer.py``).
 """
 
@@ -32,6 +38,9 @@ class NetworkConfig:
     #: suspicious prompts that, unlike the mean, is not diluted by organic cover traffic.
     #: Models saved before this option existed load with False (their weights lack it).
     count_pool: bool = True
+    #: A per-prompt harvesting probability as one more evidence channel (see the module
+    #: docstring). Models saved before this option existed load with False.
+    prompt_head: bool = True
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "n_features", "proj_dim", "hidden", "evidence_dim"):
@@ -45,7 +54,7 @@ class NetworkConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetworkConfig:
-        return cls(**{"count_pool": False, **d})
+        return cls(**{"count_pool": False, "prompt_head": False, **d})
 
 
 class StreamState(NamedTuple):
@@ -71,9 +80,18 @@ class SequenceDetector(nn.Module):
         self.evidence = nn.Sequential(
             nn.Linear(in_dim, c.hidden), nn.GELU(), nn.Linear(c.hidden, c.evidence_dim)
         )
+        if c.prompt_head:
+            self.prompt = nn.Sequential(
+                nn.Linear(in_dim, c.hidden),
+                nn.GELU(),
+                nn.Dropout(c.dropout),
+                nn.Linear(c.hidden, 1),
+            )
+        #: evidence channels carried in the state (the prompt probability is the last one)
+        self.n_evidence = c.evidence_dim + int(c.prompt_head)
         n_pools = 3 if c.count_pool else 2
         self.head = nn.Sequential(
-            nn.Linear(c.hidden + n_pools * c.evidence_dim, c.hidden),
+            nn.Linear(c.hidden + n_pools * self.n_evidence, c.hidden),
             nn.GELU(),
             nn.Dropout(c.dropout),
             nn.Linear(c.hidden, 1),
@@ -84,8 +102,8 @@ class SequenceDetector(nn.Module):
         dev = next(self.parameters()).device
         return StreamState(
             hidden=torch.zeros(1, batch, c.hidden, device=dev),
-            ev_max=torch.full((batch, c.evidence_dim), -1e4, device=dev),
-            ev_sum=torch.zeros(batch, c.evidence_dim, device=dev),
+            ev_max=torch.full((batch, self.n_evidence), -1e4, device=dev),
+            ev_sum=torch.zeros(batch, self.n_evidence, device=dev),
             n_seen=torch.zeros(batch, device=dev),
         )
 
@@ -97,6 +115,18 @@ class SequenceDetector(nn.Module):
         lengths: torch.Tensor | None = None,  # (B,) valid lengths (right padding); None = all
     ) -> tuple[torch.Tensor, StreamState]:
         """Logits `(B, T)` and the state after each stream's last valid event."""
+        logits, _, new_state = self.forward_all(emb, feats, state, lengths)
+        return logits, new_state
+
+    def forward_all(
+        self,
+        emb: torch.Tensor,  # (B, T, D)
+        feats: torch.Tensor,  # (B, T, F)
+        state: StreamState | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, StreamState]:
+        """Account logits `(B, T)`, per-prompt logits `(B, T)` (None without
+        ``prompt_head``) and the state after each stream's last valid event."""
         b, t, _ = emb.shape
         state = state if state is not None else self.initial_state(b)
         x = torch.cat([self.proj(emb), feats], dim=-1)  # (B, T, P+F)
@@ -104,6 +134,10 @@ class SequenceDetector(nn.Module):
         ev = self.evidence(x)  # (B, T, E)
         if self.config.count_pool:
             ev = nn.functional.softplus(ev)  # non-negative, so the running sum counts
+        prompt_logits = None
+        if self.config.prompt_head:
+            prompt_logits = self.prompt(x).squeeze(-1)  # (B, T)
+            ev = torch.cat([ev, torch.sigmoid(prompt_logits).unsqueeze(-1)], dim=-1)  # (B, T, E+1)
         ev_max = torch.cummax(ev, dim=1).values  # (B, T, E)
         ev_max = torch.maximum(ev_max, state.ev_max.unsqueeze(1))
         ev_sum = torch.cumsum(ev, dim=1) + state.ev_sum.unsqueeze(1)  # (B, T, E)
@@ -125,4 +159,4 @@ class SequenceDetector(nn.Module):
             ev_sum=ev_sum[idx, last],
             n_seen=count[idx, last],
         )
-        return logits, new_state
+        return logits, prompt_logits, new_state

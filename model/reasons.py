@@ -32,11 +32,16 @@ STAT_NAMES: tuple[str, ...] = (
     "topics_covered",
     "share_long_document",
     "round_the_clock",
+    "harvest_prompts",
 )
 
 
-def account_stats(state: FeatureState) -> dict[str, float]:
-    """The reviewer-facing statistics of an account, from its feature state."""
+def account_stats(state: FeatureState, prompt_count: float | None = None) -> dict[str, float]:
+    """The reviewer-facing statistics of an account, from its feature state.
+
+    ``prompt_count`` (the network's estimated count of harvesting prompts, where it has a
+    prompt head) becomes ``harvest_prompts``; without it the statistic is absent.
+    """
     n = max(state.n, 1)
     c = state.counts
     span_h = max((state.last_ts - state.first_ts) / 3600.0, 0.0) if state.n > 1 else 0.0
@@ -65,7 +70,22 @@ def account_stats(state: FeatureState) -> dict[str, float]:
         "round_the_clock": 1.0 - math.hypot(state.hour_cos, state.hour_sin) / n
         if state.n >= 10
         else 0.0,
+        **({} if prompt_count is None else {"harvest_prompts": float(prompt_count)}),
     }
+
+
+def prompt_positions(probs: np.ndarray, limit: int = 5, min_prob: float = 0.5) -> str | None:
+    """The 1-based positions of the prompts most likely to harvest, for a reviewer to open:
+    ``"prompts 4, 17 and 33"``, strongest first (None when no prompt reaches ``min_prob``)."""
+    order = [int(i) for i in np.argsort(-probs, kind="stable") if probs[i] >= min_prob]
+    if not order:
+        return None
+    shown = [str(i + 1) for i in order[:limit]]
+    if len(shown) == 1:
+        return f"prompt {shown[0]}"
+    if len(order) > limit:
+        return f"prompts {', '.join(shown)} and {len(order) - limit} more"
+    return f"prompts {', '.join(shown[:-1])} and {shown[-1]}"
 
 
 def _pct(x: float) -> str:
@@ -97,12 +117,21 @@ def _describe(name: str, s: Mapping[str, float]) -> str:
         return f"long documents (> 3,000 chars) in {_pct(s[name])} of prompts"
     if name == "round_the_clock":
         return "activity spread around the clock, not in one person's waking hours"
+    if name == "harvest_prompts":
+        return (
+            f"about {s[name]:.0f} of {n} prompts look like known harvesting prompts to the "
+            "per-prompt model"
+        )
     raise KeyError(name)
 
 
 @dataclass
 class OrganicReference:
-    """Quantiles (0..100) of each statistic over organic training accounts."""
+    """Quantiles (0..100) of each statistic over organic training accounts.
+
+    A statistic that some of the fitted accounts lack (``harvest_prompts`` of a network
+    without a prompt head) is left out of the reference and never becomes a reason.
+    """
 
     quantiles: dict[str, list[float]]
 
@@ -111,21 +140,30 @@ class OrganicReference:
         if not stats:
             raise ValueError("need organic accounts to build the reference")
         q = np.linspace(0, 100, 101)
-        return cls(
-            {k: np.percentile([s[k] for s in stats], q).round(6).tolist() for k in STAT_NAMES}
-        )
+        names = [k for k in STAT_NAMES if all(k in s for s in stats)]
+        return cls({k: np.percentile([s[k] for s in stats], q).round(6).tolist() for k in names})
 
     def percentile(self, name: str, value: float) -> float:
         """Share of organic accounts with a value below ``value`` (0..1)."""
         qs = self.quantiles[name]
         return float(np.searchsorted(qs, value, side="left")) / len(qs)
 
-    def reasons(self, s: Mapping[str, float], limit: int = 4, min_pct: float = 0.95) -> list[str]:
-        """Statistics in the organic tail, rarest first, as sentences a reviewer can check."""
+    def reasons(
+        self,
+        s: Mapping[str, float],
+        limit: int = 4,
+        min_pct: float = 0.95,
+        examples: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """Statistics in the organic tail, rarest first, as sentences a reviewer can check.
+
+        ``examples`` adds where to look to a statistic's sentence (e.g. which prompts).
+        """
+        examples = examples or {}
         ranked = []
         for name in STAT_NAMES:
-            value = s[name]
-            if value <= 0:
+            value = s.get(name, 0.0)
+            if value <= 0 or name not in self.quantiles:
                 continue
             pct = self.percentile(name, value)
             if pct >= min_pct and value > self.quantiles[name][50]:
@@ -136,7 +174,8 @@ class OrganicReference:
             p95 = self.quantiles[name][95]
             ref = _pct(p95) if name.startswith("share_") else f"{p95:,.1f}"
             tail = "above every organic account" if pct >= 1.0 else f"organic p95: {ref}"
-            out.append(f"{_describe(name, s)} ({tail})")
+            where = f", e.g. {examples[name]}" if name in examples else ""
+            out.append(f"{_describe(name, s)}{where} ({tail})")
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from model.embedder import TextEncoder
 from model.events import AccountEvents, EventTable
 from model.features import FeatureExtractor, FeatureState
 from model.network import SequenceDetector, StreamState
-from model.reasons import OrganicReference, account_stats
+from model.reasons import OrganicReference, account_stats, prompt_positions
 from model.state_codec import StateFormatError, pack, unpack
 from model.threads import one_thread
 
@@ -165,6 +165,14 @@ class AccountTrace:
     account_id: str
     probs: np.ndarray  # (T,)
     state: FeatureState
+    #: (T,) the network's per-prompt probability that each prompt harvests; None for a
+    #: network without a prompt head
+    prompt_probs: np.ndarray | None = None
+
+    @property
+    def prompt_count(self) -> float | None:
+        """The network's estimated count of harvesting prompts (sum of ``prompt_probs``)."""
+        return None if self.prompt_probs is None else float(self.prompt_probs.sum())
 
 
 class Detector:
@@ -210,6 +218,7 @@ class Detector:
         if embeddings is None:
             embeddings = self._embed_accounts(accounts)
         probs: dict[int, np.ndarray] = {}
+        prompt_probs: dict[int, np.ndarray | None] = {}
         with one_thread():  # small products: one thread is fastest (see model/threads.py)
             feats = [
                 self.extractor.transform(a, e) for a, e in zip(accounts, embeddings, strict=True)
@@ -217,11 +226,14 @@ class Detector:
             order = sorted(range(len(accounts)), key=lambda i: len(accounts[i]))
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                logits = self._logits([embeddings[i] for i in idx], [feats[i][0] for i in idx])
-                for i, lg in zip(idx, logits, strict=True):
+                logits, p_prompt = self._logits(
+                    [embeddings[i] for i in idx], [feats[i][0] for i in idx]
+                )
+                for j, (i, lg) in enumerate(zip(idx, logits, strict=True)):
                     probs[i] = self.calibration(lg)
+                    prompt_probs[i] = None if p_prompt is None else p_prompt[j]
         for i, acc in enumerate(accounts):
-            yield AccountTrace(acc.account_id, probs[i], feats[i][1])
+            yield AccountTrace(acc.account_id, probs[i], feats[i][1], prompt_probs[i])
 
     def _embed_accounts(self, accounts: Sequence[AccountEvents]) -> list[np.ndarray]:
         texts = [p for a in accounts for p in a.prompts]
@@ -233,7 +245,11 @@ class Detector:
         return out
 
     @torch.no_grad()
-    def _logits(self, embs: Sequence[np.ndarray], feats: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def _logits(
+        self, embs: Sequence[np.ndarray], feats: Sequence[np.ndarray]
+    ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Per-event logits of each stream, and its per-prompt harvesting probabilities
+        (None without a prompt head)."""
         lengths = [len(e) for e in embs]
         t_max = max(lengths)
         b = len(embs)
@@ -242,9 +258,21 @@ class Detector:
         for i, (e, f) in enumerate(zip(embs, feats, strict=True)):
             e_pad[i, : len(e)] = e
             f_pad[i, : len(f)] = f
-        logits, _ = self.network(torch.from_numpy(e_pad), torch.from_numpy(f_pad))
+        logits, prompt_logits, _ = self.network.forward_all(
+            torch.from_numpy(e_pad), torch.from_numpy(f_pad)
+        )
         lg = logits.numpy()
-        return [lg[i, :n] for i, n in enumerate(lengths)]
+        per_stream = [lg[i, :n] for i, n in enumerate(lengths)]
+        if prompt_logits is None:
+            return per_stream, None
+        pp = torch.sigmoid(prompt_logits).numpy()
+        return per_stream, [pp[i, :n] for i, n in enumerate(lengths)]
+
+    def _prompt_counts(self, state: StreamState) -> np.ndarray | None:
+        """(B,) sum of per-prompt harvesting probabilities so far (the last evidence channel)."""
+        if not self.network.config.prompt_head:
+            return None
+        return state.ev_sum[:, -1].numpy()
 
     def account_score(self, trace: AccountTrace) -> AccountScore:
         probs = trace.probs
@@ -257,11 +285,23 @@ class Detector:
             flagged=flagged,
             n_events=len(probs),
             first_flag_event=int(above[0]) + 1 if len(above) else None,
-            reasons=self.reasons(trace.state) if flagged else [],
+            reasons=self.reasons(trace.state, trace.prompt_count, trace.prompt_probs)
+            if flagged
+            else [],
         )
 
-    def reasons(self, state: FeatureState) -> list[str]:
-        return self.reference.reasons(account_stats(state))
+    def reasons(
+        self,
+        state: FeatureState,
+        prompt_count: float | None = None,
+        prompt_probs: np.ndarray | None = None,
+    ) -> list[str]:
+        """Evidence in the organic tail. ``prompt_count`` is the network's estimated count of
+        harvesting prompts (compared with organic accounts' when the reference has it);
+        ``prompt_probs`` (batch scoring only) names the prompts behind it."""
+        where = None if prompt_probs is None else prompt_positions(prompt_probs)
+        examples = {"harvest_prompts": where} if where else None
+        return self.reference.reasons(account_stats(state, prompt_count), examples=examples)
 
     def score_accounts(
         self, accounts: Sequence[AccountEvents], embeddings: Sequence[np.ndarray] | None = None
@@ -357,8 +397,13 @@ class Detector:
             flagged=flagged,
             n_events=state.n_events,
             first_flag_event=state.first_flag_event,
-            reasons=self.reasons(state.features) if flagged else [],
+            reasons=self.reasons(state.features, self.prompt_count(state)) if flagged else [],
         )
+
+    def prompt_count(self, state: AccountState) -> float | None:
+        """The network's estimated count of harvesting prompts of an online account."""
+        counts = self._prompt_counts(state.net)
+        return None if counts is None else float(counts[0])
 
     def describe(self) -> dict[str, Any]:
         """Version, threshold, training summary and metrics (what ``GET /v1/model`` answers)."""

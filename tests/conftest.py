@@ -69,7 +69,7 @@ def tiny_model_dir(
     from training.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("model") / "tiny"
-    config = TrainConfig(max_epochs=3, patience=1, n_topics=8, seed=0)
+    config = TrainConfig(max_epochs=8, patience=2, n_topics=8, seed=0)
     train(
         sim_table,
         sim_labels,

@@ -2,7 +2,7 @@
 
 What it knows: how to embed an event table once (through the cached embedder), compute
 each account's causal features, keep only what training needs (float16 embeddings,
-features, label, kind, campaign), batch variable-length accounts with right padding, and
+features, label, kind, campaign, and which prompts are known to harvest), batch variable-length accounts with right padding, and
 split accounts so that every campaign lies wholly on one side (fleet members never leak
 between train and validation).
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from torch.utils.data import Dataset
 from model.events import AccountEvents, EventTable
 from model.features import FeatureExtractor, FeatureState
 from model.scorer import TextEncoder
-from training.labels import Label
+from training.labels import Label, prompt_digest
 
 
 @dataclass
@@ -33,9 +34,37 @@ class AccountExample:
     kind: str
     campaign: str | None
     state: FeatureState  # features' state after the last event (for reasons / references)
+    #: (T,) 1 harvesting prompt, 0 organic prompt, NaN unknown (a harvesting account whose
+    #: label lists no ``harvest_prompts``). Every prompt of an organic account is organic.
+    prompt_y: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.feats)
+
+    def position_weights(self, ramp: int = 1) -> np.ndarray:
+        """(T,) weight of each position's account-level loss.
+
+        A harvesting account whose harvesting prompts are known is not yet told apart from
+        organic use before its first one (cover traffic so far), and hardly after one or
+        two (organic users send the odd benchmark-like prompt too). Position ``t`` gets
+        weight ``min(1, k_t / ramp)``, ``k_t`` the harvesting prompts up to ``t``, instead
+        of being taught to call organic-looking traffic harvesting. Other accounts: 1.
+        """
+        w = np.ones(len(self), dtype=np.float32)
+        if self.label == 1 and self.prompt_y is not None and not np.isnan(self.prompt_y).any():
+            seen = np.cumsum(self.prompt_y > 0.5)
+            w = np.minimum(1.0, seen / max(ramp, 1)).astype(np.float32)
+        return w
+
+
+def prompt_labels(account: AccountEvents, label: Label) -> np.ndarray:
+    """(T,) per-prompt labels of one account (see :attr:`AccountExample.prompt_y`)."""
+    if label.label == 0:
+        return np.zeros(len(account), dtype=np.float32)
+    if label.harvest_prompts is None:
+        return np.full(len(account), np.nan, dtype=np.float32)
+    known = label.harvest_prompts
+    return np.array([prompt_digest(p) in known for p in account.prompts], dtype=np.float32)
 
 
 def embed_table(
@@ -89,6 +118,7 @@ def build_examples(
                 kind=lab.kind or ("harvest" if lab.label else "organic"),
                 campaign=lab.campaign,
                 state=state,
+                prompt_y=prompt_labels(acc, lab),
             )
         )
     return out
@@ -121,38 +151,65 @@ def group_split(
 
 
 class SequenceDataset(Dataset):
-    """Accounts as (emb, feats, label) tensors, cropped to ``max_len`` events."""
+    """Accounts as tensors (emb, feats, label, prompt labels, position weights), cropped to
+    ``max_len`` events."""
 
-    def __init__(self, examples: Sequence[AccountExample], max_len: int):
+    def __init__(self, examples: Sequence[AccountExample], max_len: int, ramp: int = 1):
         self.examples = list(examples)
         self.max_len = max_len
+        self.ramp = ramp
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, i: int) -> Item:
         ex = self.examples[i]
         n = min(len(ex), self.max_len)
-        return (
+        prompt_y = ex.prompt_y if ex.prompt_y is not None else np.full(len(ex), np.nan)
+        return Item(
             torch.from_numpy(ex.emb[:n].astype(np.float32)),
             torch.from_numpy(ex.feats[:n]),
             ex.label,
+            torch.from_numpy(np.asarray(prompt_y[:n], dtype=np.float32)),
+            torch.from_numpy(ex.position_weights(self.ramp)[:n]),
         )
 
 
-def collate(
-    batch: Sequence[tuple[torch.Tensor, torch.Tensor, int]],
-) -> dict[str, torch.Tensor]:
-    lengths = torch.tensor([len(f) for _, f, _ in batch])
+class Item(NamedTuple):
+    emb: torch.Tensor  # (T, D)
+    feats: torch.Tensor  # (T, F)
+    label: int
+    prompt_y: torch.Tensor  # (T,) 1 / 0 / NaN unknown
+    position_w: torch.Tensor  # (T,)
+
+
+def collate(batch: Sequence[Item]) -> dict[str, torch.Tensor]:
+    """Right-padded tensors; ``mask`` marks real events, ``prompt_mask`` known prompt labels."""
+    lengths = torch.tensor([len(item.feats) for item in batch])
     t = int(lengths.max())
     b = len(batch)
-    d = batch[0][0].shape[1]
-    f = batch[0][1].shape[1]
+    d = batch[0].emb.shape[1]
+    f = batch[0].feats.shape[1]
     emb = torch.zeros(b, t, d)  # (B, T, D)
     feats = torch.zeros(b, t, f)  # (B, T, F)
-    for i, (e, x, _) in enumerate(batch):
-        emb[i, : len(e)] = e
-        feats[i, : len(x)] = x
+    prompt_y = torch.full((b, t), float("nan"))  # (B, T)
+    position_w = torch.zeros(b, t)  # (B, T)
+    for i, item in enumerate(batch):
+        n = len(item.feats)
+        emb[i, :n] = item.emb
+        feats[i, :n] = item.feats
+        prompt_y[i, :n] = item.prompt_y
+        position_w[i, :n] = item.position_w
     mask = torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
-    labels = torch.tensor([y for _, _, y in batch], dtype=torch.float32)
-    return {"emb": emb, "feats": feats, "mask": mask, "lengths": lengths, "labels": labels}
+    labels = torch.tensor([item.label for item in batch], dtype=torch.float32)
+    prompt_mask = ~torch.isnan(prompt_y)
+    return {
+        "emb": emb,
+        "feats": feats,
+        "mask": mask,
+        "lengths": lengths,
+        "labels": labels,
+        "prompt_y": torch.nan_to_num(prompt_y, nan=0.0),
+        "prompt_mask": prompt_mask,
+        "position_w": position_w,
+    }

@@ -1,12 +1,19 @@
 """Account labels: the contract's training / evaluation input, validated.
 
-What it knows: ``{"account_id", "label", "campaign"?, "kind"?}`` records in JSON Lines, and
-how to report a bad one by file, line and field. What it does not know: events.
+What it knows: ``{"account_id", "label", "campaign"?, "kind"?, "harvest_prompts"?}`` records
+in JSON Lines, and how to report a bad one by file, line and field. ``harvest_prompts``
+(an extension of the contract, optional) names the prompts of a harvesting account that are
+known to be harvesting prompts, by the SHA-256 hex digest of their UTF-8 text
+(:func:`prompt_digest`); the account's other prompts are then known to be cover traffic.
+Training uses it to teach the network which prompts carry the evidence. What it does not
+know: events.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,20 @@ class Label:
     label: int
     campaign: str | None = None
     kind: str | None = None
+    #: SHA-256 hex digests of the account's known harvesting prompts (None: not known).
+    harvest_prompts: frozenset[str] | None = None
+
+
+def prompt_digest(prompt: str) -> str:
+    """The SHA-256 hex digest of a prompt's UTF-8 text, as ``harvest_prompts`` lists them.
+
+    >>> prompt_digest("hi")[:16]
+    '8f434346648f6b96'
+    """
+    return hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def parse_label(rec: Any, source: str, line: int) -> Label:
@@ -42,7 +63,21 @@ def parse_label(rec: Any, source: str, line: int) -> Label:
         if value is not None and not isinstance(value, str):
             raise fail(name, f"expected a string, got {type(value).__name__}")
         out[name] = value
-    return Label(account_id=acc, label=int(label), **out)
+    digests = rec.get("harvest_prompts")
+    harvest_prompts = None
+    if digests is not None:
+        if not isinstance(digests, list):
+            raise fail("harvest_prompts", f"expected a list, got {type(digests).__name__}")
+        for i, d in enumerate(digests):
+            if not isinstance(d, str) or _DIGEST_RE.fullmatch(d) is None:
+                raise fail(
+                    "harvest_prompts",
+                    f"item {i}: expected a lower-case SHA-256 hex digest of a prompt, got {d!r}",
+                )
+        if label == 0 and digests:
+            raise fail("harvest_prompts", "an organic (label 0) account has no harvesting prompts")
+        harvest_prompts = frozenset(digests)
+    return Label(account_id=acc, label=int(label), harvest_prompts=harvest_prompts, **out)
 
 
 def read_labels(

@@ -1,8 +1,12 @@
 """The LightningModule: a thin training shell around ``model.network.SequenceDetector``.
 
-What it knows: the loss (per-position binary cross-entropy so that early positions learn
-to flag, plus the last position's loss, with the positive class re-weighted for imbalance)
-and the optimizer. What it does not know: data, files, thresholds.
+What it knows: the loss and the optimizer. The loss is per-position binary cross-entropy of
+the account label, so that early positions learn to flag (positions of a harvesting account
+before its first known harvesting prompt are left out: nothing tells them apart yet), plus
+the last position's loss, with the positive class re-weighted for imbalance; and, with the
+network's prompt head, ``prompt_weight`` times the cross-entropy of each prompt whose label
+is known (harvesting or organic), re-weighted by ``prompt_pos_weight``. What it does not
+know: data, files, thresholds.
 """
 
 from __future__ import annotations
@@ -22,26 +26,39 @@ class LitDetector(L.LightningModule):
         weight_decay: float = 1e-4,
         pos_weight: float = 1.0,
         last_weight: float = 1.0,
+        prompt_weight: float = 1.0,
+        prompt_pos_weight: float = 1.0,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.lr, self.weight_decay = lr, weight_decay
         self.pos_weight, self.last_weight = pos_weight, last_weight
+        self.prompt_weight, self.prompt_pos_weight = prompt_weight, prompt_pos_weight
         self.net = SequenceDetector(NetworkConfig.from_dict(network_config))
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits, _ = self.net(batch["emb"], batch["feats"], lengths=batch["lengths"])  # (B, T)
-        mask = batch["mask"].float()  # (B, T)
+        logits, prompt_logits, _ = self.net.forward_all(
+            batch["emb"], batch["feats"], lengths=batch["lengths"]
+        )  # (B, T), (B, T) or None
+        w = batch["mask"].float() * batch["position_w"]  # (B, T)
         y = batch["labels"].unsqueeze(1).expand_as(logits)  # (B, T)
         pw = torch.tensor(self.pos_weight, device=logits.device)
         per_pos = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pw, reduction="none")
-        per_account = (per_pos * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B,)
+        per_account = (per_pos * w).sum(1) / w.sum(1).clamp(min=1)  # (B,)
         idx = torch.arange(len(logits), device=logits.device)
-        last = logits[idx, batch["lengths"] - 1]  # (B,)
+        last_idx = batch["lengths"] - 1
         last_loss = F.binary_cross_entropy_with_logits(
-            last, batch["labels"], pos_weight=pw, reduction="none"
-        )
-        return (per_account + self.last_weight * last_loss).mean()
+            logits[idx, last_idx], batch["labels"], pos_weight=pw, reduction="none"
+        )  # (B,)
+        loss = (per_account + self.last_weight * w[idx, last_idx] * last_loss).mean()
+        known = batch["prompt_mask"] & batch["mask"]  # (B, T)
+        if prompt_logits is not None and self.prompt_weight > 0 and bool(known.any()):
+            ppw = torch.tensor(self.prompt_pos_weight, device=logits.device)
+            per_prompt = F.binary_cross_entropy_with_logits(
+                prompt_logits, batch["prompt_y"], pos_weight=ppw, reduction="none"
+            )  # (B, T)
+            loss = loss + self.prompt_weight * per_prompt[known].mean()
+        return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)

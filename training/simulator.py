@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from training import phrasing as ph
 from training.corpora import Corpora, Record
+from training.labels import prompt_digest
 
 # --------------------------------------------------------------------------- kinds and config
 
@@ -308,7 +309,8 @@ def _parse_start(text: str) -> float:
 @dataclass
 class Simulation:
     """Contract event and label records; ``harvest_flags[i]`` says whether event i is a
-    harvesting prompt (ground truth for per-event evaluation; not written to disk)."""
+    harvesting prompt (ground truth for per-event evaluation; on disk, a harvesting
+    account's label lists the digests of its harvesting prompts, ``harvest_prompts``)."""
 
     config: SimConfig
     events: list[dict[str, Any]]
@@ -1815,6 +1817,13 @@ def simulate(config: SimConfig, corpora: Corpora, *, progress: bool = False) -> 
         rec["ts"] = _format_ts(t, config.ts_precision)
         events.append(rec)
         flags.append(harvest)
+    harvest_prompts: dict[str, set[str]] = {}
+    for rec, harvest in zip(events, flags, strict=True):
+        if harvest:
+            harvest_prompts.setdefault(rec["account_id"], set()).add(prompt_digest(rec["prompt"]))
+    for lab in labels:
+        if lab["label"] == 1:  # which of its prompts harvest: what training learns prompts from
+            lab["harvest_prompts"] = sorted(harvest_prompts.get(lab["account_id"], ()))
     labels.sort(key=lambda lab: lab["account_id"])
     return Simulation(config, events, labels, flags)
 

@@ -58,6 +58,14 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     last_weight: float = 1.0
+    #: Weight of the per-prompt loss (the network's prompt head; labels from
+    #: ``harvest_prompts``). 0 turns it off; it is off anyway when no harvesting account of
+    #: the training split lists its harvesting prompts.
+    prompt_weight: float = 1.0
+    #: Where a harvesting account's harvesting prompts are known, its position ``t`` is
+    #: taught "harvesting" with weight ``min(1, k_t / evidence_ramp)``, ``k_t`` the
+    #: harvesting prompts so far (``training.dataset.AccountExample.position_weights``).
+    evidence_ramp: int = 1
     n_topics: int = 32
     features: FeatureConfig = field(default_factory=FeatureConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -68,11 +76,13 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 < self.target_fpr < 0.5:
             raise ValueError(f"TrainConfig.target_fpr must be in (0, 0.5), got {self.target_fpr}")
-        for name in ("max_epochs", "batch_size", "max_len", "n_topics"):
+        for name in ("max_epochs", "batch_size", "max_len", "n_topics", "evidence_ramp"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
         if self.patience < 0 or self.lr <= 0:
             raise ValueError("TrainConfig.patience must be >= 0 and lr > 0")
+        if not self.prompt_weight >= 0:
+            raise ValueError(f"TrainConfig.prompt_weight must be >= 0, got {self.prompt_weight}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -105,23 +115,26 @@ def _fit_network(
             "n_features": train_ex[0].feats.shape[1],
         }
     )
+    prompt_weight, prompt_pos_weight = _prompt_loss_weights(train_ex, config)
     lit = LitDetector(
         net_cfg.to_dict(),
         lr=config.lr,
         weight_decay=config.weight_decay,
         pos_weight=n_neg / n_pos,
         last_weight=config.last_weight,
+        prompt_weight=prompt_weight,
+        prompt_pos_weight=prompt_pos_weight,
     )
     gen = torch.Generator().manual_seed(config.seed)
     train_dl = DataLoader(
-        SequenceDataset(train_ex, config.max_len),
+        SequenceDataset(train_ex, config.max_len, config.evidence_ramp),
         batch_size=config.batch_size,
         shuffle=True,
         collate_fn=collate,
         generator=gen,
     )
     val_dl = DataLoader(
-        SequenceDataset(val_ex, config.max_len),
+        SequenceDataset(val_ex, config.max_len, config.evidence_ramp),
         batch_size=config.batch_size * 2,
         collate_fn=collate,
     )
@@ -147,6 +160,31 @@ def _fit_network(
             lit.load_state_dict(best["state_dict"])
     net: SequenceDetector = lit.net.eval()
     return net
+
+
+def _prompt_loss_weights(
+    train_ex: list[AccountExample], config: TrainConfig
+) -> tuple[float, float]:
+    """(weight, positive-class weight) of the per-prompt loss; weight 0 when it cannot learn.
+
+    Organic prompts are all known (every prompt of an organic account), harvesting ones
+    only where labels list them: without any, the prompt head would only ever be told
+    "organic", so the loss is off and the head learns through the account loss alone.
+    """
+    if config.prompt_weight == 0 or not config.network.prompt_head:
+        return 0.0, 1.0
+    n_pos = n_neg = 0
+    for ex in train_ex:
+        if ex.prompt_y is None:
+            continue
+        known = ex.prompt_y[~np.isnan(ex.prompt_y)]
+        n_pos += int((known > 0.5).sum())
+        n_neg += int((known <= 0.5).sum())
+    if n_pos == 0:
+        log.info("no harvesting account lists its harvesting prompts: prompt loss off")
+        return 0.0, 1.0
+    log.info("prompt loss on %d harvesting and %d organic prompts", n_pos, n_neg)
+    return config.prompt_weight, min(n_neg / n_pos, 20.0)
 
 
 def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> Calibration:
@@ -185,14 +223,20 @@ def train(
     val_ex = [examples[i] for i in va_idx]
     net = _fit_network(train_ex, val_ex, config, progress)
 
-    reference = OrganicReference.fit([account_stats(e.state) for e in train_ex if e.label == 0])
     detector = Detector(
         network=net,
         extractor=extractor,
         embedder=embedder,
         calibration=Calibration(),
         threshold=0.5,
-        reference=reference,
+        reference=OrganicReference({}),
+    )
+    organic = [i for i in tr_idx if labs[i].label == 0]
+    organic_traces = detector.trace_many(
+        [accounts[i] for i in organic], [examples[i].emb.astype(np.float32) for i in organic]
+    )
+    detector.reference = OrganicReference.fit(
+        [account_stats(t.state, t.prompt_count) for t in organic_traces]
     )
     val_accounts = [accounts[i] for i in va_idx]
     val_embs = [examples[i].emb.astype(np.float32) for i in va_idx]

@@ -53,3 +53,21 @@ def test_config_validation() -> None:
         NetworkConfig(hidden=0)
     with pytest.raises(ValueError, match="dropout"):
         NetworkConfig(dropout=1.5)
+
+
+def test_prompt_head_is_causal_per_prompt_and_counted_in_the_state(net: SequenceDetector) -> None:
+    emb, feats = torch.randn(1, 12, 16), torch.randn(1, 12, 5)
+    _, prompt_logits, state = net.forward_all(emb, feats)
+    assert prompt_logits is not None and prompt_logits.shape == (1, 12)
+    # a prompt's own probability depends on that prompt alone, and the state sums them
+    alone = net.forward_all(emb[:, 5:6], feats[:, 5:6])[1]
+    assert alone is not None and torch.allclose(prompt_logits[:, 5], alone[:, 0], atol=1e-5)
+    assert torch.allclose(state.ev_sum[0, -1], torch.sigmoid(prompt_logits).sum(), atol=1e-4)
+
+
+def test_models_saved_before_the_prompt_head_load_without_it() -> None:
+    old = NetworkConfig.from_dict({"embed_dim": 16, "n_features": 5, "count_pool": True})
+    assert not old.prompt_head
+    net = SequenceDetector(old)
+    assert net.forward_all(torch.randn(1, 3, 16), torch.randn(1, 3, 5))[1] is None
+    assert net.initial_state(1).ev_sum.shape == (1, old.evidence_dim)

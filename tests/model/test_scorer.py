@@ -158,3 +158,13 @@ def test_scoring_leaves_the_thread_settings_as_it_found_them(tiny_detector, sim_
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_prompt_positions_name_the_strongest_prompts_first() -> None:
+    from model.reasons import prompt_positions
+
+    probs = np.array([0.1, 0.9, 0.2, 0.6, 0.95, 0.7, 0.8, 0.55, 0.51])
+    assert prompt_positions(probs) == "prompts 5, 2, 7, 6, 4 and 2 more"
+    assert prompt_positions(np.array([0.2, 0.7])) == "prompt 2"
+    assert prompt_positions(np.array([0.6, 0.7])) == "prompts 2 and 1"
+    assert prompt_positions(np.array([0.1, 0.2])) is None

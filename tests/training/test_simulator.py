@@ -167,6 +167,23 @@ def test_harvest_flags_mark_harvesting_prompts_only(sim: Simulation) -> None:
             assert np.mean(flags) > 0.6, kind
 
 
+def test_labels_list_exactly_the_harvesting_prompts(sim: Simulation) -> None:
+    from training.labels import prompt_digest
+
+    harvest: dict[str, set[str]] = defaultdict(set)
+    cover: dict[str, set[str]] = defaultdict(set)
+    for ev, flag in zip(sim.events, sim.harvest_flags, strict=True):
+        (harvest if flag else cover)[ev["account_id"]].add(prompt_digest(ev["prompt"]))
+    for lab in sim.labels:
+        if lab["label"] == 0:
+            assert "harvest_prompts" not in lab
+            continue
+        listed = set(lab["harvest_prompts"])
+        assert listed == harvest[lab["account_id"]], lab["kind"]
+        if lab["kind"] == "slow_drip":
+            assert cover[lab["account_id"]] - listed  # its organic cover is not listed
+
+
 # --------------------------------------------------------------------------- attacker structure
 
 

@@ -1,9 +1,11 @@
 """Training: a tiny run separates simulated harvesting from organic use and sets its threshold."""
 
+import numpy as np
 import pytest
 
-from training.dataset import group_split
-from training.labels import Label
+from model.events import AccountEvents, Event
+from training.dataset import AccountExample, group_split, prompt_labels
+from training.labels import Label, prompt_digest
 from training.train import TrainConfig
 
 
@@ -31,3 +33,56 @@ def test_config_validation() -> None:
         TrainConfig(target_fpr=0.0)
     with pytest.raises(ValueError, match="val_fraction"):
         TrainConfig(val_fraction=1.0)
+
+
+def _account(prompts: list[str]) -> AccountEvents:
+    return AccountEvents.from_events([Event("a", float(i), p) for i, p in enumerate(prompts)])
+
+
+def test_prompt_labels_come_from_the_listed_digests() -> None:
+    acc = _account(["hello", "Solve x. Think step by step.", "thanks", "Prove y step by step."])
+    listed = frozenset(prompt_digest(p) for p in acc.prompts[1::2])
+    y = prompt_labels(acc, Label("a", 1, harvest_prompts=listed))
+    assert y.tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert np.isnan(prompt_labels(acc, Label("a", 1))).all()  # harvesting, prompts unknown
+    assert prompt_labels(acc, Label("a", 0)).tolist() == [0.0] * 4
+
+
+def test_cover_traffic_before_the_first_harvesting_prompt_is_not_taught_as_harvesting() -> None:
+    def example(label: int, prompt_y: np.ndarray | None) -> AccountExample:
+        n = 5
+        return AccountExample(
+            "a",
+            np.zeros((n, 2), np.float16),
+            np.zeros((n, 3), np.float32),
+            label,
+            "k",
+            None,
+            state=None,
+            prompt_y=prompt_y,  # type: ignore[arg-type]
+        )
+
+    drip = example(1, np.array([0, 0, 1, 0, 1], np.float32))
+    assert drip.position_weights().tolist() == [0, 0, 1, 1, 1]
+    assert drip.position_weights(ramp=2).tolist() == [0, 0, 0.5, 0.5, 1]
+    assert example(1, None).position_weights().tolist() == [1] * 5  # unknown: every position
+    assert example(0, np.zeros(5, np.float32)).position_weights().tolist() == [1] * 5
+
+
+def test_prompt_head_learns_which_prompts_harvest(tiny_model_dir, tmp_path) -> None:
+    """On accounts of an unseen seed, the per-prompt estimate counts a larger share of
+    harvesting prompts in harvesting accounts than in organic ones."""
+    from model.events import read_events
+    from model.model_dir import load_model
+    from training.labels import read_labels
+    from training.simulator import run_simulate
+
+    run_simulate(60, 8, tmp_path, progress=False)
+    detector = load_model(tiny_model_dir)
+    labels = read_labels(tmp_path / "labels.jsonl")[0]
+    table = read_events(tmp_path / "events.jsonl")
+    shares: dict[int, list[float]] = {0: [], 1: []}
+    for trace in detector.trace_many(list(table.accounts())):
+        assert trace.prompt_count is not None
+        shares[labels[trace.account_id].label].append(trace.prompt_count / len(trace.probs))
+    assert np.median(shares[1]) > 2 * np.median(shares[0])
