@@ -70,9 +70,20 @@ class FleetModel:
     judge_: FleetJudge | None  # learned at fit; None when too few fleets of both kinds
     incidents_: IncidentIndex | None
 
-    def __init__(self, link_config: LinkConfig | None = None, flag_threshold: float = 0.5):
+    def __init__(
+        self,
+        link_config: LinkConfig | None = None,
+        flag_threshold: float = 0.5,
+        min_prompt_prob: float = 0.5,
+    ):
         self.link_config = link_config or LinkConfig()
         self.flag_threshold = flag_threshold
+        #: With a network that has a prompt head, only prompts it gives at least this
+        #: probability of harvesting link accounts: organic users share homework problems,
+        #: phrases and corpora with each other and with harvesters, and with every prompt
+        #: linking, nine in ten organic accounts of a simulation ended up in some fleet
+        #: (MiniLM, 500 accounts). 0 links on every prompt.
+        self.min_prompt_prob = min_prompt_prob
 
     # ------------------------------------------------------------------ evidence
 
@@ -82,20 +93,37 @@ class FleetModel:
         embeddings: Sequence[np.ndarray],
         own_scores: np.ndarray,
         reasoning: np.ndarray,
+        prompt_probs: Sequence[np.ndarray | None] | None = None,
     ) -> tuple[Any, list[Any]]:
+        keep = self._linking_prompts(accounts, prompt_probs)  # (N,) bool
         lengths = [len(a) for a in accounts]
-        account_idx = np.repeat(np.arange(len(accounts)), lengths)
-        emb = np.concatenate([np.asarray(e, dtype=np.float32) for e in embeddings])  # (N, D)
+        account_idx = np.repeat(np.arange(len(accounts)), lengths)[keep]
+        emb = np.concatenate([np.asarray(e, dtype=np.float32) for e in embeddings])[keep]
+        prompts = (p for a in accounts for p in a.prompts)
         keys = np.fromiter(
-            (template_signature(p) for a in accounts for p in a.prompts), np.int64, len(emb)
+            (template_signature(p) for p, k in zip(prompts, keep, strict=True) if k),
+            np.int64,
+            len(emb),
         )
-        ts = np.concatenate([a.ts for a in accounts])
+        ts = np.concatenate([a.ts for a in accounts])[keep]
         ips = [ip_prefix(most_common(a.ip)) for a in accounts]
         uas = [most_common(a.user_agent) for a in accounts]
         result = link_accounts(account_idx, emb, keys, ts, ips, uas, config=self.link_config)
         incidents = getattr(self, "incidents_", None)
         evidence = describe_fleets(result, emb, own_scores, reasoning, incidents=incidents)
         return result, evidence
+
+    def _linking_prompts(
+        self,
+        accounts: Sequence[AccountEvents],
+        prompt_probs: Sequence[np.ndarray | None] | None,
+    ) -> np.ndarray:
+        """(N,) which prompts may link accounts (see ``min_prompt_prob``)."""
+        n = sum(len(a) for a in accounts)
+        threshold = getattr(self, "min_prompt_prob", 0.0)
+        if not threshold or prompt_probs is None or any(p is None for p in prompt_probs):
+            return np.ones(n, dtype=bool)
+        return np.concatenate([np.asarray(p) for p in prompt_probs]) >= threshold
 
     # ------------------------------------------------------------------ fit
 
@@ -121,7 +149,8 @@ class FleetModel:
             vecs = np.concatenate([embs[i] for i in harvest])
             camps = [labels[i].campaign for i in harvest for _ in range(len(embs[i]))]
             model.incidents_ = IncidentIndex().fit(vecs, camps)
-        _, evidence = model._evidence(accounts, embs, own, reasoning)
+        probs = [t.prompt_probs for t in traces]
+        _, evidence = model._evidence(accounts, embs, own, reasoning, probs)
         fl = fleet_labels(evidence, y)
         if len(evidence) >= 2 and 0 < fl.sum() < len(fl):
             model.judge_ = FleetJudge().fit(fleet_features(evidence), fl)
@@ -143,7 +172,8 @@ class FleetModel:
         accounts = [a for a, _, _ in inputs]
         own = np.array([s.score for s in scores])
         reasoning = np.array([reasoning_rate(t.state) for *_, t in inputs])
-        _, evidence = self._evidence(accounts, [e for _, e, _ in inputs], own, reasoning)
+        probs = [t.prompt_probs for *_, t in inputs]
+        _, evidence = self._evidence(accounts, [e for _, e, _ in inputs], own, reasoning, probs)
         if not evidence:
             return [], scores
         judge = getattr(self, "judge_", None)
@@ -199,6 +229,7 @@ class FleetModel:
         doc: dict[str, Any] = {
             "link_config": asdict(self.link_config),
             "flag_threshold": self.flag_threshold,
+            "min_prompt_prob": self.min_prompt_prob,
             "judge": judge.to_dict() if judge is not None else None,
             "incidents": None,
         }
@@ -212,7 +243,11 @@ class FleetModel:
     @classmethod
     def load(cls, path: Path) -> FleetModel:
         doc = json.loads((path / "fleet.json").read_text())
-        model = cls(LinkConfig(**doc["link_config"]), float(doc["flag_threshold"]))
+        model = cls(
+            LinkConfig(**doc["link_config"]),
+            float(doc["flag_threshold"]),
+            float(doc.get("min_prompt_prob", 0.0)),  # saved before the option: every prompt
+        )
         model.judge_ = FleetJudge.from_dict(doc["judge"]) if doc["judge"] else None
         if doc.get("incidents") is not None:
             vectors = np.load(path / "incidents.npy", allow_pickle=False)

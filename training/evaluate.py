@@ -49,6 +49,8 @@ class EvalRows:
     first_flag: list[int | None] = field(default_factory=list)
     fleet_ids: list[str | None] = field(default_factory=list)
     traces: list[np.ndarray] = field(default_factory=list)  # per-event probabilities
+    #: whether the account's fleet was judged harvesting (False when in no fleet)
+    fleet_flagged: list[bool] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.account_ids)
@@ -66,6 +68,7 @@ class EvalRows:
             first_flag=[self.first_flag[i] for i in idx],
             fleet_ids=[self.fleet_ids[i] for i in idx],
             traces=[self.traces[i] for i in idx],
+            fleet_flagged=[self.fleet_flagged[i] for i in idx] if self.fleet_flagged else [],
         )
 
     def to_records(self) -> list[dict[str, Any]]:
@@ -138,8 +141,11 @@ def score_with_inputs(
         if keep_inputs and acc.account_id in labels:
             kept.accounts.append(acc)
             kept.embeddings.append(np.asarray(emb, dtype=np.float32))
+    flagged_fleet: set[str] = set()  # accounts whose fleet was judged harvesting
     if detector.fleet_model is not None and fleet_inputs:
-        scores = detector.fleet_model.apply(detector, fleet_inputs, scores)
+        fleets, scores = detector.fleet_model.run(detector, fleet_inputs, scores)
+        threshold = detector.fleet_model.flag_threshold
+        flagged_fleet = {a for f in fleets if f.score >= threshold for a in f.accounts}
     rows = EvalRows()
     for s, probs in zip(scores, traces, strict=True):
         lab = labels.get(s.account_id)
@@ -153,6 +159,7 @@ def score_with_inputs(
         rows.first_flag.append(s.first_flag_event)
         rows.fleet_ids.append(s.fleet_id)
         rows.traces.append(probs)
+        rows.fleet_flagged.append(s.account_id in flagged_fleet)
     return rows, kept
 
 
@@ -195,11 +202,20 @@ def fleet_metrics(rows: EvalRows) -> dict[str, Any] | None:
     camp = [c if c else f"solo:{a}" for c, a in zip(rows.campaigns, rows.account_ids, strict=True)]
     fl = [f if f else f"solo:{a}" for f, a in zip(rows.fleet_ids, rows.account_ids, strict=True)]
     organic = [i for i, y in enumerate(rows.labels) if y == 0]
+    flagged = rows.fleet_flagged or [False] * len(rows)
+    by_kind = {}  # ARI among the accounts of each harvesting kind that campaigns run
+    for kind in sorted({k for k, c in zip(rows.kinds, rows.campaigns, strict=True) if c}):
+        idx = [i for i, k in enumerate(rows.kinds) if k == kind]
+        by_kind[kind] = float(adjusted_rand_score([camp[i] for i in idx], [fl[i] for i in idx]))
     return {
         "adjusted_rand_index": float(adjusted_rand_score(camp, fl)),
+        "adjusted_rand_index_by_kind": by_kind,
         "n_fleets": len({f for f in rows.fleet_ids if f}),
         "organic_in_fleets": (
             float(np.mean([rows.fleet_ids[i] is not None for i in organic])) if organic else None
+        ),
+        "organic_in_flagged_fleets": (
+            float(np.mean([flagged[i] for i in organic])) if organic else None
         ),
     }
 

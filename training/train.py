@@ -18,7 +18,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy.special import logit
@@ -28,7 +28,7 @@ from model.features import FeatureConfig, FeatureExtractor, fit_topic_centroids
 from model.model_dir import save_model
 from model.network import NetworkConfig, SequenceDetector
 from model.reasons import OrganicReference, account_stats
-from model.scorer import Calibration, Detector, TextEncoder
+from model.scorer import AccountTrace, Calibration, Detector, TextEncoder
 from training.dataset import (
     AccountExample,
     SequenceDataset,
@@ -65,7 +65,10 @@ class TrainConfig:
     #: Where a harvesting account's harvesting prompts are known, its position ``t`` is
     #: taught "harvesting" with weight ``min(1, k_t / evidence_ramp)``, ``k_t`` the
     #: harvesting prompts so far (``training.dataset.AccountExample.position_weights``).
-    evidence_ramp: int = 1
+    evidence_ramp: int = 3
+    #: Which organic scores set the threshold: "any_prefix" (the highest score anywhere in
+    #: an organic stream, what online scoring would flag) or "last" (final scores only).
+    threshold_on: Literal["any_prefix", "last"] = "any_prefix"
     n_topics: int = 32
     features: FeatureConfig = field(default_factory=FeatureConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -81,6 +84,10 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
         if self.patience < 0 or self.lr <= 0:
             raise ValueError("TrainConfig.patience must be >= 0 and lr > 0")
+        if self.threshold_on not in ("any_prefix", "last"):
+            raise ValueError(
+                f"TrainConfig.threshold_on must be 'any_prefix' or 'last', got {self.threshold_on!r}"
+            )
         if not self.prompt_weight >= 0:
             raise ValueError(f"TrainConfig.prompt_weight must be >= 0, got {self.prompt_weight}")
 
@@ -187,6 +194,26 @@ def _prompt_loss_weights(
     return config.prompt_weight, min(n_neg / n_pos, 20.0)
 
 
+def operating_threshold(
+    traces: list[AccountTrace], labels: np.ndarray, config: TrainConfig
+) -> float:
+    """The threshold at ``config.target_fpr`` on the validation organic accounts.
+
+    ``threshold_on="any_prefix"`` counts an organic account as a false positive when ANY
+    prefix of its stream reaches the threshold, which is what an online scorer (the
+    service, ``first_flag_event``) would have flagged; its final score then passes too, so
+    the final-score false-positive rate is at most the target as well. It also holds up
+    better on organic streams longer than the validation ones, since a long stream passes
+    through many prefixes. ``"last"`` uses the final scores alone.
+    """
+    organic = [t for t, y in zip(traces, labels, strict=True) if y == 0]
+    if config.threshold_on == "any_prefix":
+        scores = np.array([float(t.probs.max()) for t in organic])
+    else:
+        scores = np.array([float(t.probs[-1]) for t in organic])
+    return threshold_at_fpr(scores, config.target_fpr)
+
+
 def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> Calibration:
     """Platt scaling fitted on validation logits of the accounts' last positions."""
     from sklearn.linear_model import LogisticRegression
@@ -247,7 +274,7 @@ def train(
     # calibrated per-event probabilities for the threshold and first_flag figures
     traces = list(detector.trace_many(val_accounts, val_embs))
     val_scores = np.array([t.probs[-1] for t in traces])
-    detector.threshold = threshold_at_fpr(val_scores[y_val == 0], config.target_fpr)
+    detector.threshold = operating_threshold(traces, y_val, config)
     first = [detector.account_score(t).first_flag_event for t in traces]
     val_metrics = detection_metrics(
         val_scores, y_val, [e.kind for e in val_ex], detector.threshold, first
@@ -301,7 +328,12 @@ def model_card(detector: Detector, report: dict[str, Any], extra: str = "") -> s
         f"- version: `{detector.meta.get('version')}`",
         f"- embedder: `{detector.embedder.identity}`",
         f"- operating threshold: {detector.threshold:.6f} (target FPR {detector.meta.get('target_fpr')}"
-        " on validation organic accounts)",
+        " on validation organic accounts"
+        + (
+            ", an account counted once its score reached it after any of its events)"
+            if tr.get("config", {}).get("threshold_on", "any_prefix") == "any_prefix"
+            else ", final scores)"
+        ),
         f"- trained on {tr.get('n_train_accounts')} accounts, validated on {tr.get('n_val_accounts')}"
         f" ({tr.get('n_events')} events); kinds: {tr.get('kinds')}",
         "",

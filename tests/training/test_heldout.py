@@ -21,6 +21,7 @@ from training.heldout import (
     load_results,
     load_simulation,
     main,
+    merge_simulations,
     render_card_sections,
     run_heldout,
     select_experiments,
@@ -61,6 +62,7 @@ def test_default_protocol_is_the_model_cards() -> None:
     assert p.sims() == {
         "train": SimSpec("train", 1200, 11, 120, 0.5),
         "test": SimSpec("test", 500, 22, 150),
+        "trainL": SimSpec("trainL", 1200, 13, 300),
         "trainA": SimSpec("trainA", 600, 31, 100, 0.5, exclude_sources=FOLD_A),
         "testA": SimSpec("testA", 300, 32, 120, exclude_sources=FOLD_B),
         "trainB": SimSpec("trainB", 600, 41, 100, 0.5, exclude_sources=FOLD_B),
@@ -78,10 +80,12 @@ def test_default_protocol_is_the_model_cards() -> None:
         "foldB",
     ]
     pool, loko = exps["pool"].config, exps["loko_slow_drip"].config
-    assert (pool.seed, pool.max_epochs, pool.patience) == (0, 25, 4)
-    assert (loko.seed, loko.max_epochs, loko.patience) == (0, 15, 4)
-    assert (exps["loko_slow_drip"].subset_accounts, exps["loko_slow_drip"].subset_seed) == (700, 0)
+    assert (pool.seed, pool.max_epochs, pool.patience) == (1, 25, 4)
+    assert (loko.seed, loko.max_epochs, loko.patience) == (1, 15, 4)
+    assert (exps["loko_slow_drip"].subset_accounts, exps["loko_slow_drip"].subset_seed) == (2400, 0)
     assert (exps["pool"].train.name, exps["pool"].test.name) == ("train", "test")
+    assert [s.name for s in exps["pool"].extra_train] == ["trainL"]  # longer organic streams
+    assert [s.name for s in exps["loko_slow_drip"].extra_train] == ["trainL"]
     assert (exps["foldB"].train.name, exps["foldB"].test.name) == ("trainB", "testB")
 
 
@@ -178,7 +182,7 @@ def test_held_out_kind_is_absent_from_training_but_judged(run) -> None:
     assert loko["test"]["per_kind"]["cot_harvest"]["n"] > 0
     assert loko["training"]["config"]["max_epochs"] == run.protocol.loko_max_epochs
 
-    table, labels = _sim(run, "train")
+    table, labels = merge_simulations([_sim(run, "train"), _sim(run, "trainL")])
     sub_table, sub = training_subset(
         table, labels, n_accounts=50, seed=0, drop_kinds=["cot_harvest"]
     )
@@ -195,7 +199,7 @@ def test_held_out_kind_is_absent_from_training_but_judged(run) -> None:
 
 def test_no_text_is_embedded_twice(run) -> None:
     texts: set[str] = set()
-    for sim in ("train", "test", "trainA", "testA"):
+    for sim in ("train", "trainL", "test", "trainA", "testA"):
         texts.update(_sim(run, sim)[0].unique_prompts())
     assert run.embedder.stats.embedded == len(texts)
     assert run.embedder.stats.cache_hits > 0
@@ -214,7 +218,7 @@ def test_card_sections_hold_the_three_tables(run) -> None:
     assert f"| auroc | {pool['auroc']:.3f} |" in card
     assert "| kind | n | recall at 1 % FPR / FPR at threshold |" in card
     assert "### (b) Leave one harvesting kind out" in card
-    assert "trained on 50 accounts of the training simulation" in card
+    assert "trained on 50 accounts of the training simulations" in card
     cot = loko["per_kind"]["cot_harvest"]
     assert (
         f"| cot_harvest | {cot['recall_at_1pct_fpr']:.3f} | {cot['recall_at_threshold']:.3f} "

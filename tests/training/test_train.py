@@ -86,3 +86,27 @@ def test_prompt_head_learns_which_prompts_harvest(tiny_model_dir, tmp_path) -> N
         assert trace.prompt_count is not None
         shares[labels[trace.account_id].label].append(trace.prompt_count / len(trace.probs))
     assert np.median(shares[1]) > 2 * np.median(shares[0])
+
+
+def test_threshold_counts_organic_accounts_flagged_at_any_prefix() -> None:
+    """An organic account whose score spiked early and fell back would have been flagged by
+    the online scorer: with "any_prefix" the threshold keeps it under the target rate."""
+    from model.scorer import AccountTrace
+    from training.train import operating_threshold
+
+    rng = np.random.default_rng(0)
+    traces, labels = [], []
+    for i in range(200):
+        probs = rng.uniform(0.0, 0.3, size=20)
+        if i < 10:  # 5 % of organic accounts spike early, then look organic again
+            probs[2] = 0.95
+        traces.append(AccountTrace(f"o{i}", probs, state=None))  # type: ignore[arg-type]
+        labels.append(0)
+    y = np.array(labels)
+    strict = operating_threshold(traces, y, TrainConfig(target_fpr=0.01))
+    last = operating_threshold(traces, y, TrainConfig(target_fpr=0.01, threshold_on="last"))
+    assert last < 0.3 < 0.95 < strict
+    ever = np.mean([t.probs.max() >= strict for t in traces])
+    assert ever <= 0.01
+    with pytest.raises(ValueError, match="threshold_on"):
+        TrainConfig(threshold_on="max")  # type: ignore[arg-type]
