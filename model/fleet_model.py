@@ -59,6 +59,10 @@ def most_common(values: Sequence[str | None]) -> str | None:
     return counts.most_common(1)[0][0] if counts else None
 
 
+#: Per-prompt harvesting probability a prompt needs to link accounts (see ``FleetModel``).
+DEFAULT_MIN_PROMPT_PROB = 0.5
+
+
 def reasoning_rate(state: FeatureState) -> float:
     """Share of an account's prompts that elicit reasoning (a fleet judge input)."""
     return float(state.counts.get("elicitation", 0.0)) / max(state.n, 1)
@@ -74,7 +78,7 @@ class FleetModel:
         self,
         link_config: LinkConfig | None = None,
         flag_threshold: float = 0.5,
-        min_prompt_prob: float = 0.5,
+        min_prompt_prob: float = DEFAULT_MIN_PROMPT_PROB,
     ):
         self.link_config = link_config or LinkConfig()
         self.flag_threshold = flag_threshold

@@ -354,7 +354,6 @@ class Detector:
     def new_state(self) -> AccountState:
         return AccountState(features=self.extractor.new_state(), net=self.network.initial_state(1))
 
-    @torch.no_grad()
     def update(
         self,
         state: AccountState | None,
@@ -362,6 +361,18 @@ class Detector:
         embeddings: np.ndarray | None = None,
     ) -> tuple[AccountState, AccountScore]:
         """Extend an account's state by its NEW events only and return its updated score."""
+        new, score, _ = self.update_with_prompts(state, account, embeddings)
+        return new, score
+
+    @torch.no_grad()
+    def update_with_prompts(
+        self,
+        state: AccountState | None,
+        account: AccountEvents,
+        embeddings: np.ndarray | None = None,
+    ) -> tuple[AccountState, AccountScore, np.ndarray | None]:
+        """:meth:`update`, and the new events' per-prompt harvesting probabilities ``(T,)``
+        (None for a network without a prompt head): what the live fleet window keeps."""
         state = state if state is not None else self.new_state()
         if len(account) == 0:
             raise ValueError("update needs at least one new event")
@@ -369,7 +380,7 @@ class Detector:
             embeddings = self.embed(account.prompts)
         with one_thread():  # one step of a small network: threads only add waiting
             feats, fstate = self.extractor.transform(account, embeddings, state.features)
-            logits, net_state = self.network(
+            logits, prompt_logits, net_state = self.network.forward_all(
                 torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).unsqueeze(0),
                 torch.from_numpy(feats).unsqueeze(0),
                 state.net,
@@ -387,7 +398,8 @@ class Detector:
             first_flag_event=first,
             last_prob=float(probs[-1]),
         )
-        return new, self.score_state(account.account_id, new)
+        prompt_probs = None if prompt_logits is None else torch.sigmoid(prompt_logits[0]).numpy()
+        return new, self.score_state(account.account_id, new), prompt_probs
 
     def score_state(self, account_id: str, state: AccountState) -> AccountScore:
         flagged = state.last_prob >= self.threshold

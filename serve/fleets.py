@@ -217,16 +217,25 @@ class LiveFleets:
 
     # ------------------------------------------------------------------ ingest side
 
-    def prepare(self, accounts: Sequence[AccountEvents], embeddings: np.ndarray) -> FleetBatch:
-        """The fleet inputs of one request (``embeddings``: its prompts, account by account)."""
+    def prepare(
+        self,
+        accounts: Sequence[AccountEvents],
+        embeddings: np.ndarray,
+        linkable: np.ndarray | None = None,
+    ) -> FleetBatch:
+        """The fleet inputs of one request (``embeddings``: its prompts, account by account;
+        ``linkable``: which of them may link accounts, None for all)."""
         keep: list[np.ndarray] = []
         ids: list[str] = []
         start = 0
         for acc in accounts:
             n = len(acc)
-            first = max(0, n - self.max_prompts_per_account)
-            keep.append(np.arange(start + first, start + n))
-            ids.extend([acc.account_id] * (n - first))
+            rows = np.arange(start, start + n)
+            if linkable is not None:
+                rows = rows[linkable[start : start + n]]
+            rows = rows[-self.max_prompts_per_account :]
+            keep.append(rows)
+            ids.extend([acc.account_id] * len(rows))
             start += n
         rows = np.concatenate(keep) if keep else np.empty(0, dtype=np.int64)
         if len(rows) > self.max_prompts:  # a request larger than the whole window

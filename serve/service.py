@@ -39,7 +39,7 @@ import numpy as np
 import orjson
 
 from model.events import AccountEvents, Event
-from model.fleet_model import reasoning_rate
+from model.fleet_model import DEFAULT_MIN_PROMPT_PROB, reasoning_rate
 from model.model_dir import default_model_path, load_model, read_config
 from model.scorer import AccountState, Detector
 from serve.fleets import LiveFleets, with_fleet_id
@@ -238,6 +238,12 @@ class ScoringService:
 
     # ------------------------------------------------------------------ scoring
 
+    def _fleet_min_prompt_prob(self, detector: Detector) -> float:
+        """Harvesting probability a prompt needs to enter the fleet window (see settings)."""
+        if self.settings.fleet_min_prompt_prob is not None:
+            return self.settings.fleet_min_prompt_prob
+        return float(getattr(detector.fleet_model, "min_prompt_prob", DEFAULT_MIN_PROMPT_PROB))
+
     def _embed(self, detector: Detector, prompts: Sequence[str]) -> np.ndarray:
         with self._embed_lock:  # the embedder and its cache are not assumed thread-safe
             return detector.embed(prompts)
@@ -253,7 +259,8 @@ class ScoringService:
         accounts = [AccountEvents.from_events(g) for g in groups.values()]  # stable ts sort
         embeddings = self._embed(detector, [p for a in accounts for p in a.prompts])
         bounds = np.cumsum([0] + [len(a) for a in accounts])
-        fleet_batch = self._fleets.prepare(accounts, embeddings)
+        link_min = self._fleet_min_prompt_prob(detector)
+        linkable = np.ones(len(embeddings), dtype=bool)
 
         now = time.time()
         records: list[StoredAccount] = []
@@ -270,9 +277,11 @@ class ScoringService:
                     if state is not None and state.n_events:
                         n_late += int(np.count_nonzero(acc.ts < state.features.last_ts))
                     # `update` may extend `state` in place: on failure the cache is dropped below
-                    new_state, score = detector.update(
+                    new_state, score, prompt_probs = detector.update_with_prompts(
                         state, acc, embeddings=embeddings[bounds[i] : bounds[i + 1]]
                     )
+                    if link_min > 0 and prompt_probs is not None:
+                        linkable[bounds[i] : bounds[i + 1]] = prompt_probs >= link_min
                     new_states.append(new_state)
                     fleet_inputs[acc.account_id] = (score.score, reasoning_rate(new_state.features))
                     records.append(
@@ -289,6 +298,7 @@ class ScoringService:
                     n_new += prev is None
                     n_flag_new += score.flagged and not was_flagged
                     flagged_delta += int(score.flagged) - int(was_flagged)
+                fleet_batch = self._fleets.prepare(accounts, embeddings, linkable)
                 fleet_write = self._fleets.write(fleet_batch, fleet_inputs)
                 written = store.put_many(records, fleet_write)
             except BaseException:

@@ -119,6 +119,16 @@ class ServiceSettings(BaseSettings):
             "embedder, ~2-3x that in memory); the oldest arrivals are evicted beyond it"
         ),
     )
+    fleet_min_prompt_prob: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "with a model that has a per-prompt head, only prompts it gives at least this "
+            "harvesting probability enter the live fleet window (None: the model's fleet "
+            "stage setting, else 0.5; 0: every prompt), as in batch fleets"
+        ),
+    )
     fleet_cache_seconds: float = Field(
         5.0,
         ge=0.0,

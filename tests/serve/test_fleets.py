@@ -320,3 +320,33 @@ def test_a_batch_queued_after_a_rebuild_read_it_is_not_linked_twice(tmp_path):
     snapshot = fleets.current(detector, store)
     assert snapshot.n_prompts == 9 == len(store.fleet_prompts(0, 100))
     assert [f["accounts"] for f in snapshot.fleets] == [["a", "b", "c"]]  # one shared wrapper
+
+
+def test_only_prompts_that_look_like_harvesting_enter_the_fleet_window(fresh_client, tmp_path):
+    """As in batch fleets, a prompt links accounts only if the per-prompt head gives it at
+    least the minimum probability; every prompt is still scored."""
+    from model.events import AccountEvents, parse_event
+
+    events = _hydra(per_account=3) + _organic()
+    for min_prob, name in ((0.0, "all"), (0.5, "some")):
+        db = tmp_path / f"{name}.sqlite3"
+        with fresh_client(db=db, fleet_min_prompt_prob=min_prob) as client:
+            _ingest(client, events, size=len(events))
+            detector = client.app.state.service.detector  # type: ignore[attr-defined]
+        window = sorted(_window(db))
+        if min_prob == 0.0:
+            assert len(window) == len(events)
+            continue
+        expected = []
+        by_account: dict[str, list] = {}
+        for e in events:
+            by_account.setdefault(e["account_id"], []).append(parse_event(e))
+        for account_id, evs in by_account.items():
+            acc = AccountEvents.from_events(evs)
+            _, _, probs = detector.update_with_prompts(None, acc)
+            assert probs is not None
+            expected += [
+                (account_id, float(t)) for t, p in zip(acc.ts, probs, strict=True) if p >= 0.5
+            ]
+        assert window == sorted(expected)
+        assert 0 < len(window) < len(events)  # the tiny model keeps some prompts, not all
