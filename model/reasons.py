@@ -88,25 +88,26 @@ def prompt_positions(probs: np.ndarray, limit: int = 5, min_prob: float = 0.5) -
     return f"prompts {', '.join(shown[:-1])} and {shown[-1]}"
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
+def _pct(x: float, digits: int = 0) -> str:
+    return f"{100 * x:.{digits}f}%"
 
 
-def _describe(name: str, s: Mapping[str, float]) -> str:
+def _describe(name: str, s: Mapping[str, float], digits: int = 0) -> str:
+    """The sentence of one statistic; shares with ``digits`` decimals."""
     n = int(s["n_events"])
     if name == "share_elicitation":
-        return f"chain-of-thought / reasoning elicitation in {_pct(s[name])} of {n} prompts"
+        return f"chain-of-thought / reasoning elicitation in {_pct(s[name], digits)} of {n} prompts"
     if name == "share_rubric":
-        return f"grading / rubric requests in {_pct(s[name])} of prompts"
+        return f"grading / rubric requests in {_pct(s[name], digits)} of prompts"
     if name == "share_answer_format":
-        return f"fixed answer-format demands (final answer, JSON, \\boxed) in {_pct(s[name])} of prompts"
+        return f"fixed answer-format demands (final answer, JSON, \\boxed) in {_pct(s[name], digits)} of prompts"
     if name == "share_template":
         return (
             f"{int(s['n_templates'])} prompt wrappers reused across "
             f"{int(s['template_prompts'])} of {n} prompts"
         )
     if name == "share_near_duplicate":
-        return f"{_pct(s[name])} of prompts near-duplicate an earlier prompt of the account"
+        return f"{_pct(s[name], digits)} of prompts near-duplicate an earlier prompt of the account"
     if name == "mean_max_tokens":
         return f"requests long outputs: mean max_tokens {s[name]:,.0f}"
     if name == "events_per_active_hour":
@@ -114,7 +115,7 @@ def _describe(name: str, s: Mapping[str, float]) -> str:
     if name == "topics_covered":
         return f"prompts span {int(s[name])} of {int(s['n_topics'])} topic clusters"
     if name == "share_long_document":
-        return f"long documents (> 3,000 chars) in {_pct(s[name])} of prompts"
+        return f"long documents (> 3,000 chars) in {_pct(s[name], digits)} of prompts"
     if name == "round_the_clock":
         return "activity spread around the clock, not in one person's waking hours"
     if name == "harvest_prompts":
@@ -172,10 +173,13 @@ class OrganicReference:
         out = []
         for pct, name in ranked[:limit]:
             p95 = self.quantiles[name][95]
-            ref = _pct(p95) if name.startswith("share_") else f"{p95:,.1f}"
+            digits = 0  # enough decimals that the account's share and the p95 differ
+            while digits < 2 and _pct(s[name], digits) == _pct(p95, digits):
+                digits += 1
+            ref = _pct(p95, digits) if name.startswith("share_") else f"{p95:,.1f}"
             tail = "above every organic account" if pct >= 1.0 else f"organic p95: {ref}"
             where = f", e.g. {examples[name]}" if name in examples else ""
-            out.append(f"{_describe(name, s)}{where} ({tail})")
+            out.append(f"{_describe(name, s, digits)}{where} ({tail})")
         return out
 
     def to_dict(self) -> dict[str, Any]:

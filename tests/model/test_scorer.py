@@ -168,3 +168,12 @@ def test_prompt_positions_name_the_strongest_prompts_first() -> None:
     assert prompt_positions(np.array([0.2, 0.7])) == "prompt 2"
     assert prompt_positions(np.array([0.6, 0.7])) == "prompts 2 and 1"
     assert prompt_positions(np.array([0.1, 0.2])) is None
+
+
+def test_a_share_reason_never_reads_the_same_as_its_organic_reference() -> None:
+    from model.reasons import OrganicReference
+
+    ref = OrganicReference({"share_rubric": [0.0] * 95 + [0.0101] * 3 + [0.02] * 3})
+    stats = {"n_events": 200.0, "share_rubric": 0.0140}
+    (reason,) = ref.reasons(stats)
+    assert reason == "grading / rubric requests in 1.4% of prompts (organic p95: 1.0%)"
