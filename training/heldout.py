@@ -4,10 +4,10 @@ What it knows: which simulations the card's held-out figures come from (sizes, s
 event caps, which corpus sources each leaves out), the three experiments run on them, where
 their files go, and how the card's held-out sections are laid out.
 
-- **(a) unseen seed** (``pool``): train on the ``train`` simulation, judge on ``test``, a
-  simulation from another seed.
+- **(a) unseen seed** (``pool``): train on the ``train`` simulation and ``trainL`` (longer,
+  full-volume streams), judge on ``test``, a simulation from another seed.
 - **(b) leave one harvesting kind out** (``loko_<kind>``): train on a seeded random subset
-  of ``train`` without any account of that kind, judge on ``test``; what matters is the
+  of ``train`` + ``trainL`` without any account of that kind, judge on ``test``; what matters is the
   held-out kind's recall at 1 % FPR (threshold set on ``test``'s own organic accounts) and at
   the model's stored threshold.
 - **(c) unseen corpora** (``foldA``, ``foldB``): the probe sources are split into two
