@@ -100,12 +100,7 @@ class AccountState:
         try:
             return cls(
                 features=FeatureState.from_bytes(z["features"].tobytes()),
-                net=StreamState(
-                    hidden=torch.from_numpy(z["hidden"]),
-                    ev_max=torch.from_numpy(z["ev_max"]),
-                    ev_sum=torch.from_numpy(z["ev_sum"]),
-                    n_seen=torch.from_numpy(z["n_seen"]),
-                ),
+                net=_stream_state(z),
                 n_events=int(meta["n_events"]),
                 first_flag_event=meta["first_flag_event"],
                 last_prob=float(meta["last_prob"]),
@@ -123,12 +118,7 @@ class AccountState:
             n_events, first_flag, last_prob = z["scalars"].tolist()
             return cls(
                 features=FeatureState.from_bytes(z["features"].tobytes()),
-                net=StreamState(
-                    hidden=torch.from_numpy(z["hidden"]),
-                    ev_max=torch.from_numpy(z["ev_max"]),
-                    ev_sum=torch.from_numpy(z["ev_sum"]),
-                    n_seen=torch.from_numpy(z["n_seen"]),
-                ),
+                net=_stream_state(z),
                 n_events=int(n_events),
                 first_flag_event=None if first_flag < 0 else int(first_flag),
                 last_prob=float(last_prob),
@@ -137,6 +127,16 @@ class AccountState:
             raise
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise StateFormatError(f"account state: unreadable version-1 state ({exc!r})") from exc
+
+
+def _stream_state(arrays: Any) -> StreamState:
+    """The network state from its stored arrays (both layouts name them alike)."""
+    return StreamState(
+        hidden=torch.from_numpy(arrays["hidden"]),
+        ev_max=torch.from_numpy(arrays["ev_max"]),
+        ev_sum=torch.from_numpy(arrays["ev_sum"]),
+        n_seen=torch.from_numpy(arrays["n_seen"]),
+    )
 
 
 _STATE_MAGIC = b"DWAS"
