@@ -20,6 +20,7 @@ import math
 import operator
 import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -248,8 +249,13 @@ class FeatureState:
 
     # -- storage (the service's account store) ------------------------------------------------
 
-    def to_bytes(self) -> bytes:
-        """The state as bytes (layout in ``model/state_codec.py``; exact: nothing is rounded)."""
+    def to_bytes(self, *, ring: bool = True) -> bytes:
+        """The state as bytes (layout in ``model/state_codec.py``; exact: nothing is rounded).
+
+        ``ring=False`` leaves the embeddings ring out (most of the bytes: up to ``window``
+        float32 vectors): the caller stores it slot by slot (:meth:`ring_rows`), writing
+        only the slots an update changed, and hands it back to :meth:`from_bytes`.
+        """
         meta = {
             "config": self.config.to_dict(),
             "n_topics": self.n_topics,
@@ -264,29 +270,58 @@ class FeatureState:
             "hour_cos": self.hour_cos,
             "hour_sin": self.hour_sin,
             "ua_script": self.ua_script,
+            "ring": "inline" if ring else "external",
         }
         arrays = {
             "recent_ts": np.fromiter(self.recent_ts, dtype="<f8", count=len(self.recent_ts)),
             "recent_log_gaps": np.fromiter(
                 self.recent_log_gaps, dtype="<f8", count=len(self.recent_log_gaps)
             ),
-            "recent_emb": self.recent_emb[: min(self.n_emb, self.config.window)],
+            "recent_emb": self.recent_emb[: min(self.n_emb, self.config.window) if ring else 0],
             "head_keys": _key_counts(self.head_keys),
             "tail_keys": _key_counts(self.tail_keys),
             "topic_counts": self.topic_counts,
         }
         return pack(_STATE_MAGIC, _STATE_VERSION, meta, arrays)
 
+    def ring_rows(self, since_n_emb: int = 0) -> list[tuple[int, bytes]]:
+        """``(slot, float32 bytes)`` of the ring slots written since the state had
+        ``since_n_emb`` embeddings (0: every filled slot), for a ``to_bytes(ring=False)``."""
+        window = self.config.window
+        first = max(since_n_emb, self.n_emb - window, 0)
+        rows = []
+        for k in range(first, self.n_emb):
+            slot = k % window
+            rows.append((slot, self.recent_emb[slot].astype("<f4", copy=False).tobytes()))
+        return rows
+
+    @staticmethod
+    def ring_is_external(data: bytes) -> bool:
+        """Whether a stored state was written with ``to_bytes(ring=False)``."""
+        if data[:4] == b"PK\x03\x04":
+            return False
+        _, meta, _ = unpack(data, _STATE_MAGIC, (_STATE_VERSION,), "feature state")
+        return meta.get("ring") == "external"
+
     @classmethod
-    def from_bytes(cls, data: bytes) -> FeatureState:
-        """Rebuild a state from :meth:`to_bytes` (or from the version-1 ``np.savez`` layout)."""
+    def from_bytes(
+        cls, data: bytes, ring: Sequence[tuple[int, bytes]] | None = None
+    ) -> FeatureState:
+        """Rebuild a state from :meth:`to_bytes` (or from the version-1 ``np.savez`` layout).
+
+        A state written with ``ring=False`` needs its ring rows (``(slot, bytes)`` as
+        :meth:`ring_rows` gave them, any order); every filled slot must be there.
+        """
         if data[:4] == b"PK\x03\x04":  # version 1 (a zip file); read so stored accounts live on
             return cls._from_npz(data)
         _, meta, z = unpack(data, _STATE_MAGIC, (_STATE_VERSION,), "feature state")
         try:
             config = FeatureConfig.from_dict(meta.pop("config"))
             emb = np.zeros((config.window, meta["dim"]), dtype=np.float32)
-            emb[: len(z["recent_emb"])] = z["recent_emb"]
+            if meta.pop("ring", "inline") == "external":
+                _fill_ring(emb, ring, min(int(meta["n_emb"]), config.window))
+            else:
+                emb[: len(z["recent_emb"])] = z["recent_emb"]
             return cls(
                 config=config,
                 recent_ts=deque(z["recent_ts"].tolist(), maxlen=256),
@@ -329,6 +364,24 @@ class FeatureState:
 
 _STATE_MAGIC = b"DWFS"
 _STATE_VERSION = 2  # 1: np.savez with a float16 embeddings ring (still read)
+
+
+def _fill_ring(emb: np.ndarray, rows: Sequence[tuple[int, bytes]] | None, n_filled: int) -> None:
+    """Put stored ring rows into ``emb`` (W, D); every one of the ``n_filled`` slots needed."""
+    if rows is None:
+        raise StateFormatError("feature state: stored without its embeddings ring, none given")
+    seen = set()
+    for slot, blob in rows:
+        if not 0 <= slot < len(emb) or len(blob) != 4 * emb.shape[1]:
+            raise StateFormatError(
+                f"feature state: ring slot {slot} of {len(blob)} bytes does not fit a "
+                f"{emb.shape[0]} x {emb.shape[1]} ring"
+            )
+        emb[slot] = np.frombuffer(blob, dtype="<f4")
+        seen.add(slot)
+    if not seen.issuperset(range(n_filled)):
+        missing = sorted(set(range(n_filled)) - seen)
+        raise StateFormatError(f"feature state: ring slots {missing[:5]} are missing")
 
 
 def _key_counts(keys: dict[int, int]) -> np.ndarray:

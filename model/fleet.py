@@ -59,6 +59,18 @@ _NUMBER = re.compile(r"[-+]?\d[\d,._:/]*")
 _LONG_TOKEN = re.compile(r"\S{25,}")
 _LABEL = re.compile(r"^\s*([^\W\d_][^:\n]{0,60}?)\s*:\s*\S.*$")
 _TOKEN = re.compile(rf"{_MASK}|[^\W_]+")
+_QUOTE_CHARS = re.compile("[\"“«‘']")
+_DIGIT = re.compile(r"\d")
+# (pattern, test that is true whenever the pattern can match), applied in this order
+_MASKS = (
+    (_CODE_FENCE, lambda t: "```" in t),
+    (_INLINE_CODE, lambda t: "`" in t),
+    (_URL, lambda t: "http" in t or "www." in t),
+    (_EMAIL, lambda t: "@" in t),
+    (_QUOTED, lambda t: _QUOTE_CHARS.search(t) is not None),
+    (_NUMBER, lambda t: _DIGIT.search(t) is not None),
+    (_LONG_TOKEN, lambda t: len(t) >= 25),
+)
 
 
 def template_signature(
@@ -86,23 +98,61 @@ def template_signature(
         b = template_signature("Solve step by step.\\nProblem: what is 17 * 3?\\nBox the answer.")
         assert a == b != 0
     """
-    t = unicodedata.normalize("NFKC", text).lower()
-    for pattern in (_CODE_FENCE, _INLINE_CODE, _URL, _EMAIL, _QUOTED, _NUMBER, _LONG_TOKEN):
-        t = pattern.sub(f" {_MASK} ", t)
-    tokens: list[str] = []
-    for line in t.splitlines():
-        match = _LABEL.match(line)
-        if match and len(match.group(1).split()) <= label_max_words:
-            line = f"{match.group(1)} {_MASK}"
-        words = _TOKEN.findall(line)
-        if len(words) > long_line_words:
-            words = [_MASK]
-        tokens.extend(words)
-    collapsed = [w for i, w in enumerate(tokens) if w != _MASK or i == 0 or tokens[i - 1] != _MASK]
+    t = (text if text.isascii() else unicodedata.normalize("NFKC", text)).lower()
+
+    def masked_tokens(part: str) -> list[str]:
+        for pattern, present in _MASKS:
+            if present(part):  # a cheap test that the pattern cannot match: same result
+                part = pattern.sub(f" {_MASK} ", part)
+        tokens: list[str] = []
+        for line in part.splitlines():
+            match = _LABEL.match(line)
+            if match and len(match.group(1).split()) <= label_max_words:
+                line = f"{match.group(1)} {_MASK}"
+            words = _TOKEN.findall(line)
+            tokens.extend([_MASK] if len(words) > long_line_words else words)
+        return tokens
+
+    need_head = max(head_words + tail_words + 1, 2 * min_wrapper_words)
+    if len(t) > _LAZY_CHARS and "```" not in t:
+        # Only the two ends of a long text matter. Without a code fence no mask spans a
+        # newline, so the text is masked piece by piece ("\n"-separated) from the front
+        # until the head is known, and from the back until the tail is: the same answer as
+        # masking it whole (the tests compare both), without scanning a pasted document.
+        pieces = t.split("\n")
+        front: list[str] = []
+        i = 0
+        while i < len(pieces) and len(_collapse(front)) < need_head:
+            front.extend(masked_tokens(pieces[i]))
+            i += 1
+        back: list[str] = []
+        j = len(pieces)
+        while j > i and len(_collapse(back)) <= tail_words:
+            j -= 1
+            back[:0] = masked_tokens(pieces[j])
+        if j > i:  # a gap between the ends: it cannot change the head, the tail or the count
+            collapsed = [*_collapse(front)[:head_words], "…", *_collapse(back)[-tail_words:]]
+            return _digest(collapsed)
+        tokens = front + back
+    else:
+        tokens = masked_tokens(t)
+    collapsed = _collapse(tokens)
     if sum(w != _MASK for w in collapsed) < min_wrapper_words:
         return 0
     if len(collapsed) > head_words + tail_words:
         collapsed = [*collapsed[:head_words], "…", *collapsed[-tail_words:]]
+    return _digest(collapsed)
+
+
+_LAZY_CHARS = 1000  # texts longer than this are read from their ends (same result)
+
+
+def _collapse(tokens: list[str]) -> list[str]:
+    """Runs of masks collapsed into one."""
+    return [w for i, w in enumerate(tokens) if w != _MASK or i == 0 or tokens[i - 1] != _MASK]
+
+
+def _digest(collapsed: list[str]) -> int:
     digest = hashlib.blake2b(" ".join(collapsed).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True) or 1
 

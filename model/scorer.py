@@ -68,11 +68,12 @@ class AccountState:
     first_flag_event: int | None = None
     last_prob: float = 0.0
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, *, ring: bool = True) -> bytes:
         """The state as bytes for the service's store (layout in ``model/state_codec.py``).
 
         Exact: an account restored from these bytes scores its next events exactly as the
-        one kept in memory would.
+        one kept in memory would. ``ring=False`` leaves out the embeddings ring (see
+        :meth:`FeatureState.to_bytes`); :meth:`from_bytes` then needs its rows.
         """
         meta = {
             "n_events": self.n_events,
@@ -84,14 +85,25 @@ class AccountState:
             "ev_max": self.net.ev_max.numpy(),
             "ev_sum": self.net.ev_sum.numpy(),
             "n_seen": self.net.n_seen.numpy(),
-            "features": np.frombuffer(self.features.to_bytes(), dtype=np.uint8),
+            "features": np.frombuffer(self.features.to_bytes(ring=ring), dtype=np.uint8),
         }
         return pack(_STATE_MAGIC, _STATE_VERSION, meta, arrays)
 
+    @staticmethod
+    def ring_is_external(data: bytes) -> bool:
+        """Whether a stored state was written with ``to_bytes(ring=False)``."""
+        if data[:4] == b"PK\x03\x04":  # version 1: the ring is inside
+            return False
+        _, _, z = unpack(data, _STATE_MAGIC, (_STATE_VERSION,), "account state")
+        return FeatureState.ring_is_external(z["features"].tobytes())
+
     @classmethod
-    def from_bytes(cls, data: bytes) -> AccountState:
+    def from_bytes(
+        cls, data: bytes, ring: Sequence[tuple[int, bytes]] | None = None
+    ) -> AccountState:
         """Rebuild a state from :meth:`to_bytes`; version-1 (``np.savez``) states are migrated.
 
+        ``ring``: the ring rows of a state written with ``ring=False`` (ignored otherwise).
         Raises :class:`model.state_codec.StateFormatError` for anything else.
         """
         if data[:4] == b"PK\x03\x04":  # version 1 (a zip file)
@@ -99,7 +111,7 @@ class AccountState:
         _, meta, z = unpack(data, _STATE_MAGIC, (_STATE_VERSION,), "account state")
         try:
             return cls(
-                features=FeatureState.from_bytes(z["features"].tobytes()),
+                features=FeatureState.from_bytes(z["features"].tobytes(), ring),
                 net=_stream_state(z),
                 n_events=int(meta["n_events"]),
                 first_flag_event=meta["first_flag_event"],

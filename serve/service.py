@@ -12,8 +12,9 @@ serialized by per-account locks, so two concurrent requests cannot lose each oth
 
 Recently active accounts keep their deserialized state in memory (bounded LRU, checked
 against the stored row), so their next event skips deserialization. The stored bytes stay
-the truth after a restart; the model stores its embedding ring as float16, so a restarted
-service and one that kept running may differ in the last digits of a score.
+the truth after a restart, and they are exact: a restarted service scores the next events
+as one that kept running would. An account's embeddings ring is stored beside its state,
+slot by slot, and an update writes only the slots it changed.
 
 The same transaction appends the request's fleet inputs (embeddings already computed, wrapper
 signatures, times, IP prefix and user agent) to the bounded fleet window; linking happens
@@ -271,9 +272,10 @@ class ScoringService:
         with self._locks.hold(groups):
             previous = store.get_many(list(groups))
             try:
+                loaded = self._load_states(store, previous)
                 for i, acc in enumerate(accounts):
                     prev = previous.get(acc.account_id)
-                    state = self._load_state(prev)
+                    state, ring_since = loaded.get(acc.account_id, (None, 0))
                     if state is not None and state.n_events:
                         n_late += int(np.count_nonzero(acc.ts < state.features.last_ts))
                     # `update` may extend `state` in place: on failure the cache is dropped below
@@ -287,11 +289,12 @@ class ScoringService:
                     records.append(
                         StoredAccount(
                             account_id=acc.account_id,
-                            state=new_state.to_bytes(),
+                            state=new_state.to_bytes(ring=False),
                             score_json=orjson.dumps(score.to_dict()).decode(),
                             n_events=new_state.n_events,
                             flagged=score.flagged,
                             updated_at=now,
+                            ring=tuple(new_state.features.ring_rows(ring_since)),
                         )
                     )
                     was_flagged = prev is not None and prev.flagged
@@ -323,11 +326,31 @@ class ScoringService:
         fleet_id = self._fleets.fleet_id(account_id)
         return score_json.encode() if fleet_id is None else with_fleet_id(score_json, fleet_id)
 
-    def _load_state(self, stored: StoredAccount | None) -> AccountState | None:
-        if stored is None:
-            return None
-        cached = self._states.get(stored)
-        return cached if cached is not None else AccountState.from_bytes(stored.state)
+    def _load_states(
+        self, store: AccountStore, stored: dict[str, StoredAccount]
+    ) -> dict[str, tuple[AccountState, int]]:
+        """Each stored account's state and how many of its ring slots are already stored
+        (as ``n_emb``: the update then writes only newer slots; 0 for a state whose ring was
+        stored inside it, by an older distillwatch, so that all its slots move out).
+
+        Cached states were written by this service (ring beside them); the others are read
+        with their ring rows, fetched in one query.
+        """
+        out: dict[str, tuple[AccountState, int]] = {}
+        missed: list[StoredAccount] = []
+        for account_id, row in stored.items():
+            cached = self._states.get(row)
+            if cached is not None:
+                out[account_id] = (cached, cached.features.n_emb)
+            else:
+                missed.append(row)
+        external = {r.account_id for r in missed if AccountState.ring_is_external(r.state)}
+        rings = store.get_rings(list(external)) if external else {}
+        for row in missed:
+            state = AccountState.from_bytes(row.state, rings.get(row.account_id, []))
+            since = state.features.n_emb if row.account_id in external else 0
+            out[row.account_id] = (state, since)
+        return out
 
     def score_stream(self, events: Sequence[Event]) -> dict[str, Any]:
         """Score one account's whole stream alone; nothing is stored."""

@@ -5,7 +5,9 @@ many in one transaction, list ids, count) and one implementation on embedded SQL
 Beside the account states it keeps the live fleet layer's inputs (``serve/fleets.py``): a
 bounded window of recent prompts (float16 embedding, wrapper key, time) and each account's
 IP prefix, user agent and latest own score, written in the SAME transaction as the states
-so that what was acknowledged is never lost.
+so that what was acknowledged is never lost. An account's embeddings ring (the bulk of its
+state: up to 64 float32 vectors) lives in its own table, one row per slot, so an update
+writes the slots it changed (about 1.5 KiB per new prompt) instead of the whole ring.
 SQLite runs in WAL mode with ``synchronous=FULL``: a ``put_many`` that returned has been
 fsync'ed, so an answer sent after it survives ``kill -9`` and power loss. A server database
 can be added later behind the same protocol.
@@ -44,7 +46,13 @@ class StoreError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class StoredAccount:
-    """One account as stored: state bytes, the last score (contract JSON) and bookkeeping."""
+    """One account as stored: state bytes, the last score (contract JSON) and bookkeeping.
+
+    ``ring``: on ``put_many``, the ``(slot, bytes)`` rows of the state's embeddings ring
+    that changed (a state written with ``AccountState.to_bytes(ring=False)`` keeps its ring
+    beside it, slot by slot, so an update rewrites only its new slots instead of the whole
+    ring). Reads leave it empty: :meth:`AccountStore.get_rings` gives every stored slot.
+    """
 
     account_id: str
     state: bytes
@@ -52,6 +60,7 @@ class StoredAccount:
     n_events: int
     flagged: bool
     updated_at: float
+    ring: tuple[tuple[int, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +117,10 @@ class AccountStore(Protocol):
         ...
 
     def get_many(self, account_ids: Sequence[str]) -> dict[str, StoredAccount]: ...
+
+    def get_rings(self, account_ids: Sequence[str]) -> dict[str, list[tuple[int, bytes]]]:
+        """Every stored ring slot ``(slot, bytes)`` of those of ``account_ids`` that have any."""
+        ...
 
     def put_many(
         self, accounts: Sequence[StoredAccount], fleet: FleetWrite | None = None
@@ -193,6 +206,14 @@ class SQLiteAccountStore:
                     "CREATE INDEX IF NOT EXISTS fleet_prompts_account "
                     "ON fleet_prompts (account_id, seq)"
                 )
+                c.execute(  # embeddings rings of states stored without theirs
+                    """CREATE TABLE IF NOT EXISTS account_ring (
+                        account_id TEXT NOT NULL,
+                        slot INTEGER NOT NULL,
+                        embedding BLOB NOT NULL,
+                        PRIMARY KEY (account_id, slot)
+                    ) WITHOUT ROWID"""
+                )
                 c.execute(
                     """CREATE TABLE IF NOT EXISTS fleet_accounts (
                         account_id TEXT PRIMARY KEY,
@@ -254,6 +275,21 @@ class SQLiteAccountStore:
                     out[row[0]] = self._row(row)
         return out
 
+    def get_rings(self, account_ids: Sequence[str]) -> dict[str, list[tuple[int, bytes]]]:
+        ids = list(dict.fromkeys(account_ids))
+        out: dict[str, list[tuple[int, bytes]]] = {}
+        with self._lock:
+            for start in range(0, len(ids), _CHUNK):
+                part = ids[start : start + _CHUNK]
+                marks = ",".join("?" * len(part))
+                for account_id, slot, blob in self._conn.execute(
+                    "SELECT account_id, slot, embedding FROM account_ring "
+                    f"WHERE account_id IN ({marks})",
+                    part,
+                ):
+                    out.setdefault(account_id, []).append((slot, blob))
+        return out
+
     def put_many(
         self, accounts: Sequence[StoredAccount], fleet: FleetWrite | None = None
     ) -> FleetWritten | None:
@@ -274,6 +310,11 @@ class SQLiteAccountStore:
                     " n_events = excluded.n_events, flagged = excluded.flagged,"
                     " updated_at = excluded.updated_at",
                     rows,
+                )
+                c.executemany(
+                    "INSERT OR REPLACE INTO account_ring (account_id, slot, embedding)"
+                    " VALUES (?, ?, ?)",
+                    [(a.account_id, slot, blob) for a in accounts for slot, blob in a.ring],
                 )
                 written = None if fleet is None else self._write_fleet(c, fleet)
                 c.execute("COMMIT")  # fsync'ed (synchronous=FULL) before it returns

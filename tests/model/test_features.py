@@ -276,6 +276,36 @@ def test_state_bytes_restore_every_field() -> None:
     np.testing.assert_array_equal(restored.topic_counts, state.topic_counts)
 
 
+def test_ring_stored_beside_the_state_slot_by_slot_restores_it_exactly() -> None:
+    fx = _extractor()  # window 8: 30 prompts wrap the ring more than three times
+    acc, emb = _stream()
+    full, full_state = fx.transform(acc, emb)
+    _, state = fx.transform(acc.head(5), emb[:5])
+    stored = dict(state.ring_rows())  # slot -> bytes, as the service's ring table keeps them
+    assert sorted(stored) == list(range(5))
+    for lo, hi in ((5, 6), (6, 17), (17, 30)):  # each update writes only the slots it changed
+        blob = state.to_bytes(ring=False)
+        assert FeatureState.ring_is_external(blob) and len(blob) < len(state.to_bytes())
+        state = FeatureState.from_bytes(blob, list(stored.items()))
+        since = state.n_emb
+        rows, state = fx.transform(acc.slice(lo, hi), emb[lo:hi], state)
+        np.testing.assert_array_equal(rows, full[lo:hi])
+        changed = state.ring_rows(since)
+        assert len(changed) == min(hi - lo, 8)
+        stored.update(changed)
+    restored = FeatureState.from_bytes(state.to_bytes(ring=False), list(stored.items()))
+    np.testing.assert_array_equal(restored.recent_emb, full_state.recent_emb)
+    assert not FeatureState.ring_is_external(full_state.to_bytes())
+    with pytest.raises(StateFormatError, match="without its embeddings ring"):
+        FeatureState.from_bytes(state.to_bytes(ring=False))
+    with pytest.raises(StateFormatError, match=r"ring slots \[3\] are missing"):
+        FeatureState.from_bytes(
+            state.to_bytes(ring=False), [r for r in stored.items() if r[0] != 3]
+        )
+    with pytest.raises(StateFormatError, match="does not fit"):
+        FeatureState.from_bytes(state.to_bytes(ring=False), [(9, stored[0])])
+
+
 def test_version_1_states_are_still_read() -> None:
     fx = _extractor()
     acc, emb = _stream()

@@ -7,7 +7,9 @@ of a viral question (same content, different words) is controlled exactly.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import adjusted_rand_score
 
+import model.fleet as _fl
 from model.fleet import (
     FLEET_FEATURES,
     Fleet,
@@ -255,6 +258,60 @@ def test_template_signature_separates_unrelated_texts_and_ignores_bare_questions
     assert a != b
     assert template_signature("hi") == 0
     assert template_signature("```\nprint(1)\n```") == 0
+
+
+def _reference_signature(text: str) -> int:
+    """The signature computed the plain way: the whole text masked, then every line read."""
+    t = unicodedata.normalize("NFKC", text).lower()
+    for pattern in (_fl._CODE_FENCE, _fl._INLINE_CODE, _fl._URL, _fl._EMAIL, _fl._QUOTED):
+        t = pattern.sub(" § ", t)
+    for pattern in (_fl._NUMBER, _fl._LONG_TOKEN):
+        t = pattern.sub(" § ", t)
+    tokens: list[str] = []
+    for line in t.splitlines():
+        match = _fl._LABEL.match(line)
+        if match and len(match.group(1).split()) <= 8:
+            line = f"{match.group(1)} §"
+        words = _fl._TOKEN.findall(line)
+        tokens.extend(["§"] if len(words) > 40 else words)
+    c = [w for i, w in enumerate(tokens) if w != "§" or i == 0 or tokens[i - 1] != "§"]
+    if sum(w != "§" for w in c) < 3:
+        return 0
+    if len(c) > 16:
+        c = [*c[:8], "…", *c[-8:]]
+    digest = hashlib.blake2b(" ".join(c).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True) or 1
+
+
+def test_template_signature_of_long_texts_read_from_the_ends_equals_reading_them_whole():
+    rng = np.random.default_rng(5)
+    pieces = [
+        "Summarise the document below in five bullet points.",
+        "Document:",
+        "Question: what does section 3.2 claim?",
+        'He said "wait\rfor it" and left at 10:45.',
+        "mail me at a.b@example.org or see https://example.org/x?y=1",
+        "x" * 30,
+        "",
+        "  ",
+        "\r",
+        "Answer in French.",
+        "\u2028",
+        "It's the 'best' one, isn't it?",
+        "word " * 45,
+        "Ｆｕｌｌｗｉｄｔｈ text and ﬁ ligatures",
+        "Title: a § marked line",
+        "`inline code` and more words here",
+    ]
+    checked = 0
+    for _ in range(400):
+        n = int(rng.integers(1, 60))
+        parts = [pieces[int(k)] for k in rng.integers(0, len(pieces), n)]
+        seps = ["\n", "\n\n", "\r\n", " ", "\n"]
+        text = "".join(p + seps[int(rng.integers(0, len(seps)))] for p in parts)
+        assert template_signature(text) == _reference_signature(text), repr(text[:200])
+        checked += len(text) > _fl._LAZY_CHARS
+    assert checked > 100  # the read-from-the-ends path was taken
 
 
 # ------------------------------------------------------------------ prompt index

@@ -44,6 +44,38 @@ def test_state_survives_restart_and_incremental_equals_whole_stream(
             assert incremental["first_flag_event"] == whole_score["first_flag_event"]
 
 
+def test_states_written_with_their_ring_inside_move_it_out_and_score_on(
+    make_client, sim_accounts, long_accounts, tmp_path
+):
+    """A store written before rings lived beside the states (ring inside the state blob)."""
+    import sqlite3
+
+    from model.scorer import AccountState
+
+    a = long_accounts[0]
+    first, rest = sim_accounts[a][:20], sim_accounts[a][20:]
+    with make_client() as client:
+        assert client.post("/v1/events", json={"events": first}).status_code == 200
+    db = sqlite3.connect(tmp_path / "state.sqlite3")
+    (blob,) = db.execute("SELECT state FROM accounts WHERE account_id = ?", (a,)).fetchone()
+    rows = db.execute("SELECT slot, embedding FROM account_ring WHERE account_id = ?", (a,))
+    state = AccountState.from_bytes(blob, rows.fetchall())
+    assert AccountState.ring_is_external(blob) and len(blob) < len(state.to_bytes()) / 4
+    with db:  # what an older distillwatch left: the whole ring inside, no ring rows
+        db.execute("UPDATE accounts SET state = ? WHERE account_id = ?", (state.to_bytes(), a))
+        db.execute("DELETE FROM account_ring")
+    db.close()
+
+    with make_client() as client:  # reads the old state, writes it back with its ring beside
+        assert client.post("/v1/events", json={"events": rest[:10]}).status_code == 200
+    with make_client() as client:  # a fresh cache: the ring comes from the ring rows
+        assert client.post("/v1/events", json={"events": rest[10:]}).status_code == 200
+        incremental = client.get(f"/v1/accounts/{a}").json()
+        whole = client.post("/v1/score", json={"account_id": a, "events": sim_accounts[a]})
+    assert incremental["n_events"] == len(sim_accounts[a])
+    assert incremental["score"] == pytest.approx(whole.json()["score"], abs=1e-4)
+
+
 def test_one_request_interleaving_accounts_equals_per_account_streams(
     make_client, sim_accounts, long_accounts
 ):
