@@ -270,8 +270,8 @@ class LiveFleets:
         return FleetWrite(prompts, accounts, self.max_prompts_per_account, self.max_prompts)
 
     def committed(self, batch: FleetBatch, write: FleetWrite, written: FleetWritten) -> None:
-        """Queue a committed batch for the next computation (call it under the accounts'
-        locks, so an account's batches queue in commit order)."""
+        """Queue a committed batch for the next computation (call it under the service's
+        ingest lock, so an account's batches queue in commit order)."""
         with self._lock:
             self._version += 1
             self._evicted += written.n_evicted
