@@ -14,9 +14,9 @@ round trip, not the client's JSON encoder; the clients still share the machine's
 
 Baselines measured in the same run: the in-process scorer (``detector.embed`` of the batch
 + ``detector.update`` of each account, states kept in memory) on the same batches, before
-and after the service runs (their mean), so the service overhead shows as a ratio; and the time to embed one unseen prompt, so p99
-single-event latency can be compared with 3x that. Goals: (b) >= 70 % of in-process;
-p99 (a) at one client <= 3x one-prompt embed time.
+and after the service runs (their mean), so the service overhead shows as a ratio; and the
+time to embed one unseen prompt, so p99 single-event latency can be compared with 3x that.
+Goals: (b) >= 70 % of in-process; p99 (a) at one client <= 3x one-prompt embed time.
 
 The hashing embedder gives the pure service-overhead figure; when ``model/default/``
 exists the same figures are taken with it (the real MiniLM encoder); otherwise with a small
