@@ -112,7 +112,18 @@ class FleetModel:
         ts = np.concatenate([a.ts for a in accounts])[keep]
         ips = [ip_prefix(most_common(a.ip)) for a in accounts]
         uas = [most_common(a.user_agent) for a in accounts]
-        result = link_accounts(account_idx, emb, keys, ts, ips, uas, config=self.link_config)
+        ip_sets = [{p for p in map(ip_prefix, a.ip) if p} for a in accounts]
+        result = link_accounts(
+            account_idx,
+            emb,
+            keys,
+            ts,
+            ips,
+            uas,
+            n_sent=lengths,
+            ip_prefix_sets=ip_sets,
+            config=self.link_config,
+        )
         incidents = getattr(self, "incidents_", None)
         evidence = describe_fleets(result, emb, own_scores, reasoning, incidents=incidents)
         return result, evidence
@@ -248,7 +259,7 @@ class FleetModel:
     def load(cls, path: Path) -> FleetModel:
         doc = json.loads((path / "fleet.json").read_text())
         model = cls(
-            LinkConfig(**doc["link_config"]),
+            _saved_link_config(doc["link_config"]),
             float(doc["flag_threshold"]),
             float(doc.get("min_prompt_prob", 0.0)),  # saved before the option: every prompt
         )
@@ -257,3 +268,11 @@ class FleetModel:
             vectors = np.load(path / "incidents.npy", allow_pickle=False)
             model.incidents_ = IncidentIndex.from_arrays(vectors, doc["incidents"])
         return model
+
+
+def _saved_link_config(d: dict[str, Any]) -> LinkConfig:
+    """A saved ``LinkConfig``; one saved before ``content_alone`` keeps linking as it did."""
+    d = dict(d)
+    if "content_alone" not in d:
+        d["content_alone"] = True
+    return LinkConfig(**d)

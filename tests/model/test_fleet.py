@@ -372,10 +372,45 @@ def test_auto_index_turns_approximate_and_incremental_add_finds_new_neighbours()
 def test_hydra_fleets_are_recovered():
     w = hydra_world(seed=7)
     result, _ = link(w)
+    truth = truth_groups(w)
     pred = predicted_groups(result.clusters, len(w.group))
-    assert adjusted_rand_score(truth_groups(w), pred) >= 0.9
-    sizes = sorted(len(c) for c in result.clusters)
-    assert sizes[-5:] == [20, 45, 80, 150, 300]
+    assert adjusted_rand_score(truth, pred) >= 0.9
+    for members in result.clusters:  # no fleet mixes campaigns, or a campaign with organic
+        if (truth[members] < 10**6).any():  # (two organic users on one /24 may pair up)
+            assert len(set(truth[members])) == 1
+    for g in range(5):  # a campaign may split along its infrastructure, never scatter
+        idx = np.flatnonzero(truth == g)
+        assert np.bincount(pred[idx] - pred[idx].min()).max() >= len(idx) / 2
+    legacy, _ = link(w, LinkConfig(content_alone=True))  # near-duplicates link on their own
+    assert sorted(len(c) for c in legacy.clusters)[-5:] == [20, 45, 80, 150, 300]
+
+
+def test_content_alone_does_not_join_campaigns_that_harvest_the_same_problems():
+    rng = np.random.default_rng(21)
+    w = World()
+    add_organic(w, rng, 100)
+    problems = [_unit(rng) for _ in range(40)]  # one public benchmark, harvested by both
+    for c in range(2):
+        group = w.next_group
+        w.next_group += 1
+        prefix, agent = f"203.1.{c}.0/24", f"harvester/{c}"
+        for _ in range(15):
+            a = w.new_account(prefix, agent, 0.6, 0.8, 1, group, "hydra", f"c-{c}")
+            for j in rng.choice(40, 8, replace=False):
+                w.prompt(a, problems[j] + 0.3 * _unit(rng), _key(rng), float(j))
+    for _ in range(3):  # an eval team running the benchmark once, from elsewhere
+        a = w.new_account(
+            f"198.51.{rng.integers(256)}.0/24", "eval-harness/2", 0.3, 0.5, 0, -1, "eval"
+        )
+        for j in range(40):
+            w.prompt(a, problems[j] + 0.3 * _unit(rng), _key(rng), float(j))
+    truth = truth_groups(w)
+    result, _ = link(w)
+    assert adjusted_rand_score(truth, predicted_groups(result.clusters, len(w.group))) >= 0.95
+    legacy, _ = link(w, LinkConfig(content_alone=True))
+    merged = predicted_groups(legacy.clusters, len(w.group))
+    assert len(set(merged[truth < 2])) == 1  # content alone: both campaigns and the eval team
+    assert merged[-1] == merged[100]  # the eval team (last) with the first campaign
 
 
 def test_hydra_fleets_are_recovered_from_text_with_the_hashing_embedder():
@@ -438,15 +473,40 @@ def test_two_campaigns_bridged_by_one_account_are_split():
         assert len(set(group[members]) - {-1}) == 1
 
 
-def test_shared_ip_alone_never_links_accounts():
+def test_shared_ip_links_only_accounts_that_mostly_send_linked_prompts():
     rng = np.random.default_rng(4)
     w = World()
     for _ in range(30):
         a = w.new_account("10.0.0.0/24", "same-agent", 0.1, 0.1, 0, -1, "organic")
         for t in range(10):
             w.prompt(a, _unit(rng), _key(rng), float(t))
-    result, _ = link(w)
-    assert result.clusters == []
+    account, vectors, key, ts = w.arrays()
+    # an office behind one NAT: 10 of each account's 40 prompts looked like harvesting
+    office = link_accounts(account, vectors, key, ts, w.ip, w.ua, n_sent=[40] * 30)
+    assert office.clusters == []
+    assert link(w, LinkConfig(content_alone=True))[0].clusters == []  # nor the IP boost alone
+    assert link(w, LinkConfig(infra_weight=0))[0].clusters == []
+    # every prompt they sent was linked (harvest-like): one operator's infrastructure
+    (fleet,) = link(w)[0].clusters
+    assert len(fleet) == 30
+
+
+def test_accounts_rotating_through_prefixes_link_through_every_prefix_they_used():
+    rng = np.random.default_rng(6)
+    w = World()
+    prefixes = [f"203.2.{i}.0/24" for i in range(4)]
+    for i in range(12):  # account i mainly on prefix i % 4, sometimes on the next one
+        a = w.new_account(prefixes[i % 4], f"agent/{i}", 0.6, 0.8, 1, 0, "hydra")
+        for t in range(8):
+            w.prompt(a, _unit(rng), _key(rng), float(t))
+    account, vectors, key, ts = w.arrays()
+    main_only = link_accounts(account, vectors, key, ts, w.ip, w.ua)
+    assert sorted(len(c) for c in main_only.clusters) == [3, 3, 3, 3]
+    sets = [
+        {prefixes[i % 4], prefixes[(i + 1) % 4]} if i < 4 else {prefixes[i % 4]} for i in range(12)
+    ]
+    rotating = link_accounts(account, vectors, key, ts, w.ip, w.ua, ip_prefix_sets=sets)
+    assert [len(c) for c in rotating.clusters] == [12]
 
 
 def test_incremental_add_links_a_new_account_into_its_fleet():
@@ -465,6 +525,8 @@ def test_incremental_add_links_a_new_account_into_its_fleet():
     new_vectors = unit_rows(np.stack([wrapper[0] + 0.3 * _unit(rng) for _ in range(6)]))
     found = linker.add(np.full(6, newcomer), new_vectors, rng.integers(1, 2**62, 6), np.arange(6.0))
     assert found > 0
+    fleet_member = len(w.group) - 1  # the newcomer comes in through the fleet's client
+    linker.set_account_info([*w.ip, w.ip[fleet_member]], [*w.ua, w.ua[fleet_member]])
     after = linker.link()
     fleet = next(c for c in after.clusters if newcomer in c)
     assert len(fleet) == len(next(c for c in before.clusters if len(c) == 25)) + 1
@@ -518,7 +580,7 @@ def test_a_phrase_many_accounts_share_links_nobody():
     w = World()
     phrase = _unit(rng)
     for _ in range(40):  # each sends "works now, thanks" once among its own prompts
-        a = w.new_account(None, None, 0.1, 0.1, 0, -1, "organic")
+        a = w.new_account(None, "Mozilla/5.0", 0.1, 0.1, 0, -1, "organic")  # one browser
         w.prompt(a, phrase + 0.01 * _unit(rng), _key(rng), 0.0)
         for t in range(1, 6):
             w.prompt(a, _unit(rng), _key(rng), float(t))
@@ -594,3 +656,11 @@ def test_fleet_to_dict_matches_contract_line():
         "score": 0.9877,
         "reasons": ["41 accounts share 3 prompt wrappers"],
     }
+
+
+def test_fleet_models_saved_before_operator_evidence_keep_linking_by_content():
+    from model.fleet_model import _saved_link_config
+
+    old = {k: v for k, v in LinkConfig().__dict__.items() if k not in ("content_alone",)}
+    assert _saved_link_config(old).content_alone is True
+    assert _saved_link_config({**old, "content_alone": False}).content_alone is False

@@ -65,6 +65,8 @@ def _hydra(
     per_account: int = 6,
     wrapper: str = WRAPPER,
     t0: float = 1_775_217_600,
+    subnet: str = "203.0.113",
+    user_agent: str = "python-httpx/0.27",
 ) -> list[dict]:
     """One operator's accounts: the same wrapper around different problems, shared infra."""
     events = []
@@ -76,8 +78,8 @@ def _hydra(
                     "account_id": f"{prefix}-{i}",
                     "ts": t0 + 60 * (j * n_accounts + i),
                     "prompt": wrapper.format(problem=problem),
-                    "ip": f"203.0.113.{10 + i}",
-                    "user_agent": "python-httpx/0.27",
+                    "ip": f"{subnet}.{10 + i}",
+                    "user_agent": user_agent,
                     "max_tokens": 4096,
                 }
             )
@@ -154,7 +156,17 @@ def test_a_wrapper_fleet_comes_back_as_one_fleet_and_organic_accounts_as_none(fr
 
 def test_query_parameters_filter_and_are_validated(fresh_client):
     with fresh_client() as client:
-        _ingest(client, _hydra("ops-a") + _hydra("ops-b", n_accounts=3, wrapper=OTHER_WRAPPER))
+        _ingest(
+            client,
+            _hydra("ops-a")
+            + _hydra(
+                "ops-b",
+                n_accounts=3,
+                wrapper=OTHER_WRAPPER,
+                subnet="192.0.2",
+                user_agent="aiohttp/3.9",
+            ),
+        )
         fleets = client.get("/v1/fleets").json()["fleets"]
         assert sorted(len(f["accounts"]) for f in fleets) == [3, 5]
         assert client.get("/v1/fleets", params={"limit": 1}).json()["fleets"] == fleets[:1]
@@ -203,7 +215,10 @@ def test_answers_are_cached_until_they_expire(make_client):
     with make_client(fleet_cache_seconds=3600) as client:
         _ingest(client, _hydra("first"))
         assert len(client.get("/v1/fleets").json()["fleets"]) == 1
-        _ingest(client, _hydra("second", wrapper=OTHER_WRAPPER))
+        _ingest(
+            client,
+            _hydra("second", wrapper=OTHER_WRAPPER, subnet="192.0.2", user_agent="aiohttp/3.9"),
+        )
         assert len(client.get("/v1/fleets").json()["fleets"]) == 1  # cached
     with make_client(fleet_cache_seconds=0) as client:  # same database, new process
         assert len(client.get("/v1/fleets").json()["fleets"]) == 2
