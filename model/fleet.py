@@ -183,9 +183,10 @@ class LinkConfig:
         "same operator" (on simulated campaigns, 78 % of content-only strong edges joined
         two DIFFERENT campaigns, and eval teams running the benchmark joined harvesters).
         Off, an edge's weight is its operator evidence (wrapper + infrastructure), plus
-        its content weight only where that evidence exists or the two accounts' most
-        common user agent is the same (same client software: too common to link alone,
-        enough to trust shared content). On: the weight is
+        its content weight only where that evidence exists. A shared user agent does not
+        count: popular strings (a browser release, ``python-requests/2.31.0``) are sent
+        by many operators (on simulated campaigns it joined two campaigns that shared
+        benchmark problems). On: the weight is
         ``(content + template) * ip boost`` (fleet models saved before the option).
     infra_weight: operator evidence of two accounts whose most common IP prefix is the
         same; twice it when their most common user agent matches too. Prefixes (or prefix
@@ -505,8 +506,7 @@ class FleetLinker:
             weight = (content + template) * boost
         else:
             operator = template + infra
-            same_client = (ua[src] >= 0) & (ua[src] == ua[dst])
-            weight = operator + np.where((operator > 0) | same_client, content, 0.0)
+            weight = operator + np.where(operator > 0, content, 0.0)
         return AccountGraph(
             n_accounts=n_acc,
             src=src,

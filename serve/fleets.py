@@ -143,6 +143,7 @@ class _Linked:
         self.ua: list[str | None] = []
         self.own: list[float] = []
         self.reasoning: list[float] = []
+        self.n_events: list[int] = []
 
     def account(self, account_id: str) -> int:
         idx = self.index.get(account_id)
@@ -153,6 +154,7 @@ class _Linked:
             self.ua.append(None)
             self.own.append(0.0)
             self.reasoning.append(0.0)
+            self.n_events.append(0)
         return idx
 
     def set_info(self, a: FleetAccount) -> None:
@@ -161,6 +163,7 @@ class _Linked:
         self.ua[i] = a.user_agent or self.ua[i]
         self.own[i] = a.own_score
         self.reasoning[i] = a.reasoning_rate
+        self.n_events[i] = max(self.n_events[i], a.n_events)
 
     def add(
         self, account_ids: Sequence[str], embeddings: np.ndarray, keys: np.ndarray, ts: np.ndarray
@@ -253,9 +256,9 @@ class LiveFleets:
             user_agent={a.account_id: most_common(a.user_agent) for a in accounts},
         )
 
-    def write(self, batch: FleetBatch, scores: dict[str, tuple[float, float]]) -> FleetWrite:
+    def write(self, batch: FleetBatch, scores: dict[str, tuple[float, float, int]]) -> FleetWrite:
         """What the store writes with the states: ``scores`` maps each account of the batch
-        to its new (own score, reasoning share)."""
+        to its new (own score, reasoning share, events sent in all)."""
         e = batch.embeddings
         prompts = [
             FleetPrompt(a, float(t), int(k), e[i].tobytes())
@@ -264,8 +267,8 @@ class LiveFleets:
             )
         ]
         accounts = [
-            FleetAccount(a, batch.ip_prefix.get(a), batch.user_agent.get(a), own, rr)
-            for a, (own, rr) in scores.items()
+            FleetAccount(a, batch.ip_prefix.get(a), batch.user_agent.get(a), own, rr, n)
+            for a, (own, rr, n) in scores.items()
         ]
         return FleetWrite(prompts, accounts, self.max_prompts_per_account, self.max_prompts)
 
@@ -413,8 +416,8 @@ class LiveFleets:
             linked.linker.index.train(unit_rows(linked.rows.view()[sample]))
         for account_id in dict.fromkeys(ids):
             linked.account(account_id)
-        for account_id, ip, ua, own, rr in store.fleet_accounts(linked.ids):
-            linked.set_info(FleetAccount(account_id, ip, ua, own, rr))
+        for account_id, ip, ua, own, rr, n_events in store.fleet_accounts(linked.ids):
+            linked.set_info(FleetAccount(account_id, ip, ua, own, rr, n_events))
         linked.link_rows(0, ids, np.asarray(keys, dtype=np.int64), np.asarray(ts, dtype=np.float64))
         return linked, last
 
@@ -437,7 +440,10 @@ class LiveFleets:
         judge = getattr(fleet_model, "judge_", None)
         if linked is None or linked.linker.n_prompts == 0:
             return FleetSnapshot(version=version, computed_at=now, judged=judge is not None)
-        linked.linker.set_account_info(linked.ip, linked.ua)
+        # shares of what each account sent while the window could hold it: at most its
+        # per-account bound (the window keeps an account's newest linkable prompts only)
+        sent = np.minimum(np.asarray(linked.n_events, dtype=np.int64), self.max_prompts_per_account)
+        linked.linker.set_account_info(linked.ip, linked.ua, sent)
         result = linked.linker.link()
         evidence = describe_fleets(
             result,

@@ -252,7 +252,7 @@ class ScoringService:
         now = time.time()
         records: list[StoredAccount] = []
         new_states: list[AccountState] = []
-        fleet_inputs: dict[str, tuple[float, float]] = {}  # own score, reasoning share
+        fleet_inputs: dict[str, tuple[float, float, int]] = {}  # own score, reasoning, events
         n_new = n_flag_new = n_late = 0
         flagged_delta = 0
         previous = store.get_many(list(groups))
@@ -270,7 +270,11 @@ class ScoringService:
                 if link_min > 0 and prompt_probs is not None:
                     linkable[bounds[i] : bounds[i + 1]] = prompt_probs >= link_min
                 new_states.append(new_state)
-                fleet_inputs[acc.account_id] = (score.score, reasoning_rate(new_state.features))
+                fleet_inputs[acc.account_id] = (
+                    score.score,
+                    reasoning_rate(new_state.features),
+                    new_state.n_events,
+                )
                 records.append(
                     StoredAccount(
                         account_id=acc.account_id,

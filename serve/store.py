@@ -36,8 +36,9 @@ _CHUNK = 500  # ids per `IN (...)` query, well under SQLite's variable limit
 
 #: One prompt of the fleet window as read back: (seq, account_id, ts, template_key, embedding).
 FleetPromptRow = tuple[int, str, float, int, bytes]
-#: One account's fleet inputs: (account_id, ip_prefix, user_agent, own_score, reasoning_rate).
-FleetAccountRow = tuple[str, str | None, str | None, float, float]
+#: One account's fleet inputs: (account_id, ip_prefix, user_agent, own_score, reasoning_rate,
+#: n_events).
+FleetAccountRow = tuple[str, str | None, str | None, float, float, int]
 
 
 class StoreError(ValueError):
@@ -82,6 +83,7 @@ class FleetAccount:
     user_agent: str | None
     own_score: float
     reasoning_rate: float
+    n_events: int = 0  # events the account has sent in all (0: not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,9 +225,15 @@ class SQLiteAccountStore:
                         ip_prefix TEXT,
                         user_agent TEXT,
                         own_score REAL NOT NULL,
-                        reasoning_rate REAL NOT NULL
+                        reasoning_rate REAL NOT NULL,
+                        n_events INTEGER NOT NULL DEFAULT 0
                     )"""
                 )
+                columns = {r[1] for r in c.execute("PRAGMA table_info(fleet_accounts)")}
+                if "n_events" not in columns:  # a store written before the column: additive
+                    c.execute(
+                        "ALTER TABLE fleet_accounts ADD COLUMN n_events INTEGER NOT NULL DEFAULT 0"
+                    )
                 row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 if row is None:
                     c.execute(
@@ -332,12 +340,20 @@ class SQLiteAccountStore:
         """Inside the open transaction: append, then evict beyond the bounds (oldest first)."""
         c.executemany(
             "INSERT INTO fleet_accounts (account_id, ip_prefix, user_agent, own_score,"
-            " reasoning_rate) VALUES (?, ?, ?, ?, ?) ON CONFLICT(account_id) DO UPDATE SET"
+            " reasoning_rate, n_events) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(account_id)"
+            " DO UPDATE SET n_events = excluded.n_events,"
             " ip_prefix = COALESCE(excluded.ip_prefix, fleet_accounts.ip_prefix),"
             " user_agent = COALESCE(excluded.user_agent, fleet_accounts.user_agent),"
             " own_score = excluded.own_score, reasoning_rate = excluded.reasoning_rate",
             [
-                (a.account_id, a.ip_prefix, a.user_agent, a.own_score, a.reasoning_rate)
+                (
+                    a.account_id,
+                    a.ip_prefix,
+                    a.user_agent,
+                    a.own_score,
+                    a.reasoning_rate,
+                    a.n_events,
+                )
                 for a in fleet.accounts
             ],
         )
@@ -383,11 +399,11 @@ class SQLiteAccountStore:
             marks = ",".join("?" * len(part))
             with self._lock:
                 rows = self._conn.execute(
-                    "SELECT account_id, ip_prefix, user_agent, own_score, reasoning_rate"
+                    "SELECT account_id, ip_prefix, user_agent, own_score, reasoning_rate, n_events"
                     f" FROM fleet_accounts WHERE account_id IN ({marks})",
                     part,
                 ).fetchall()
-            out.extend((r[0], r[1], r[2], float(r[3]), float(r[4])) for r in rows)
+            out.extend((r[0], r[1], r[2], float(r[3]), float(r[4]), int(r[5])) for r in rows)
         return out
 
     def account_ids(self) -> Iterator[str]:

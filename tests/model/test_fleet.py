@@ -145,6 +145,13 @@ def add_hydra(
     return group
 
 
+def one_subnet(w: World, group: int) -> None:
+    """Put every account of a campaign behind its first account's IP prefix."""
+    members = [i for i, g in enumerate(w.group) if g == group]
+    for i in members:
+        w.ip[i] = w.ip[members[0]]
+
+
 def add_viral(w: World, rng: np.random.Generator, n_users: int) -> int:
     """Organic users who each also ask one trending question, in their own words."""
     group = w.next_group
@@ -514,7 +521,7 @@ def test_incremental_add_links_a_new_account_into_its_fleet():
     w = World()
     add_organic(w, rng, 80)
     wrapper = (_unit(rng), _key(rng))
-    add_hydra(w, rng, 25, paraphrased=True, wrappers=[wrapper])
+    one_subnet(w, add_hydra(w, rng, 25, paraphrased=True, wrappers=[wrapper]))
     account, vectors, key, ts = w.arrays()
     linker = FleetLinker(DIM, LinkConfig(exact_max=1000))  # approximate index from 1,000
     linker.add(account, vectors, key, ts)
@@ -585,7 +592,7 @@ def test_a_phrase_many_accounts_share_links_nobody():
         for t in range(1, 6):
             w.prompt(a, _unit(rng), _key(rng), float(t))
     assert link(w)[0].clusters == []
-    crowd, _ = link(w, LinkConfig(common_min_accounts=0))
+    crowd, _ = link(w, LinkConfig(common_min_accounts=0, content_alone=True))
     assert len(crowd.clusters) >= 1  # without the rule the crowd would be one "fleet"
 
 
@@ -593,7 +600,7 @@ def test_fleet_records_carry_checkable_reasons(judge):
     rng = np.random.default_rng(14)
     wrappers = [(_unit(rng), _key(rng)) for _ in range(2)]
     w = mixed_world(14, viral_users=(), hydra_sizes=())
-    add_hydra(w, rng, 40, paraphrased=True, wrappers=wrappers, campaign="c-12")
+    one_subnet(w, add_hydra(w, rng, 40, paraphrased=True, wrappers=wrappers, campaign="c-12"))
     # the campaign was labelled at training time: other prompts through the same wrappers
     known = unit_rows(np.stack([wrappers[i % 2][0] + 0.3 * _unit(rng) for i in range(200)]))
     incidents = IncidentIndex().fit(known, ["c-12"] * 200)

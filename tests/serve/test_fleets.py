@@ -297,7 +297,7 @@ def test_a_failed_write_leaves_no_fleet_input(tmp_path):
     with pytest.raises(sqlite3.IntegrityError):
         store.put_many([good, bad], write)
     assert [row[1] for row in store.fleet_prompts(0, 10)] == ["a"]
-    assert store.fleet_accounts(["a", "b"]) == [("a", "10.0.0.0/24", None, 0.5, 0.1)]
+    assert store.fleet_accounts(["a", "b"]) == [("a", "10.0.0.0/24", None, 0.5, 0.1, 0)]
 
 
 def test_a_batch_queued_after_a_rebuild_read_it_is_not_linked_twice(tmp_path):
@@ -322,7 +322,7 @@ def test_a_batch_queued_after_a_rebuild_read_it_is_not_linked_twice(tmp_path):
             [account] * n, emb.astype(np.float16), np.full(n, 42), np.arange(n, dtype=float),
             {account: None}, {account: None},
         )  # fmt: skip
-        write = fleets.write(batch, {account: (0.5, 0.0)})
+        write = fleets.write(batch, {account: (0.5, 0.0, n)})
         return batch, write, store.put_many([], write)
 
     fleets.current(detector, store)  # start-up rebuild of the empty window

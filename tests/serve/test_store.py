@@ -57,3 +57,34 @@ def test_not_a_database(tmp_path):
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="cannot open"):
         SQLiteAccountStore(path)
+
+
+def test_ring_rows_are_written_with_the_state_and_read_back(tmp_path):
+    store = SQLiteAccountStore(tmp_path / "s.sqlite3")
+    ring = ((0, b"\x01" * 8), (1, b"\x02" * 8))
+    store.put_many([StoredAccount("a", b"s", "{}", 2, False, 1.0, ring)])
+    store.put_many([StoredAccount("a", b"s", "{}", 3, False, 2.0, ((1, b"\x03" * 8),))])
+    assert sorted(store.get_rings(["a", "b"])["a"]) == [(0, b"\x01" * 8), (1, b"\x03" * 8)]
+    assert store.get("a").ring == ()  # reads leave the ring to get_rings
+    assert store.get_rings(["b"]) == {}
+
+
+def test_a_store_from_before_the_fleet_event_counts_opens_and_gains_them(tmp_path):
+    from serve.store import FleetAccount, FleetWrite
+
+    path = tmp_path / "s.sqlite3"
+    SQLiteAccountStore(path).close()
+    conn = sqlite3.connect(path)  # what an older distillwatch created
+    with conn:
+        conn.execute("DROP TABLE fleet_accounts")
+        conn.execute(
+            "CREATE TABLE fleet_accounts (account_id TEXT PRIMARY KEY, ip_prefix TEXT, "
+            "user_agent TEXT, own_score REAL NOT NULL, reasoning_rate REAL NOT NULL)"
+        )
+        conn.execute("INSERT INTO fleet_accounts VALUES ('old', '10.0.0.0/24', NULL, 0.2, 0.1)")
+    conn.close()
+    store = SQLiteAccountStore(path)
+    assert store.fleet_accounts(["old"]) == [("old", "10.0.0.0/24", None, 0.2, 0.1, 0)]
+    new = FleetAccount("new", None, "ua", 0.9, 0.8, 41)
+    store.put_many([_acc("new")], FleetWrite([], [new], 4, 10))
+    assert store.fleet_accounts(["new"]) == [("new", None, "ua", 0.9, 0.8, 41)]
