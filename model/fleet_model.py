@@ -150,8 +150,14 @@ class FleetModel:
         labels: Sequence[Any],
         embeddings: dict[str, np.ndarray],
         link_config: LinkConfig | None = None,
+        *,
+        incidents_per_campaign: int = 256,
     ) -> FleetModel:
-        """Fit the judge on fleets found among the labelled training accounts."""
+        """Fit the judge on fleets found among the labelled training accounts.
+
+        ``incidents_per_campaign``: labelled prompts kept per campaign for the known-incident
+        index (float16 on disk: 0.75 KiB each with a 384-d embedder); 0 keeps none.
+        """
         model = cls(link_config, flag_threshold=detector.threshold)
         embs = [embeddings[a.account_id].astype(np.float32) for a in accounts]
         traces = list(detector.trace_many(accounts, embs))
@@ -160,10 +166,12 @@ class FleetModel:
         y = np.array([lab.label for lab in labels])
         model.incidents_ = None
         harvest = [i for i, lab in enumerate(labels) if lab.label == 1 and lab.campaign]
-        if harvest:
+        if harvest and incidents_per_campaign > 0:
             vecs = np.concatenate([embs[i] for i in harvest])
             camps = [labels[i].campaign for i in harvest for _ in range(len(embs[i]))]
-            model.incidents_ = IncidentIndex().fit(vecs, camps)
+            model.incidents_ = IncidentIndex(max_per_campaign=incidents_per_campaign).fit(
+                vecs, camps
+            )
         probs = [t.prompt_probs for t in traces]
         _, evidence = model._evidence(accounts, embs, own, reasoning, probs)
         fl = fleet_labels(evidence, y)

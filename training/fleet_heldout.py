@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     accounts, labs, _ = join_labels(table, labels)
     t0 = time.perf_counter()
     embeddings = embed_table(table, embedder, progress=not args.quiet)
-    detector.fleet_model = FleetModel.fit_from_training(detector, accounts, labs, embeddings)
+    detector.fleet_model = FleetModel.fit_from_training(
+        detector, accounts, labs, embeddings, incidents_per_campaign=args.incidents_per_campaign
+    )
     judged = detector.fleet_model.judge_ is not None
     print(
         f"fleet stage fitted on {len(accounts)} training accounts in "
@@ -162,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--campaigns", type=int, default=6)
     parser.add_argument("--cap", type=int, default=150, help="events per account")
     parser.add_argument("--save", type=Path, default=None, help="write model + fleet stage")
+    parser.add_argument(
+        "--incidents-per-campaign",
+        type=int,
+        default=256,
+        help="labelled prompts per campaign kept for known-incident reasons (0: none)",
+    )
     parser.add_argument("--quiet", action="store_true")
     return parser
 
