@@ -34,9 +34,18 @@ if TYPE_CHECKING:
 PathLike = str | Path
 
 
-def load_model(path: PathLike | None = None, *, cache_path: PathLike | None = None) -> Detector:
-    """A trained detector from a model directory (default: the shipped model)."""
-    return _load_model(path, cache_path=cache_path)
+def load_model(
+    path: PathLike | None = None,
+    *,
+    cache_path: PathLike | None = None,
+    embed_backend: str | None = None,
+) -> Detector:
+    """A trained detector from a model directory (default: the shipped model).
+
+    ``embed_backend``: run the model's encoder through ``"onnx"``, ``"torch"`` or
+    ``"onnx-int8"`` (faster, slightly less exact) instead of the backend it was saved with.
+    """
+    return _load_model(path, cache_path=cache_path, embed_backend=embed_backend)
 
 
 def read_events(paths: PathLike | Sequence[PathLike], *, on_error: OnError = "raise") -> EventTable:

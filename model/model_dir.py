@@ -115,11 +115,16 @@ def load_model(
     embedder: TextEncoder | None = None,
     cache_path: str | Path | None = None,
     fleets: bool = True,
+    embed_backend: str | None = None,
 ) -> Detector:
     """Rebuild a detector from a model directory (default: the shipped model).
 
     ``embedder`` replaces the saved encoder (tests pass a fake one; users with their own
     encoder pass theirs, which must have been the one used for training).
+    ``embed_backend`` runs the saved sentence-transformers encoder through another backend
+    (``"onnx"``, ``"torch"``, ``"onnx-int8"``): same weights, other arithmetic. Measured on
+    the shipped model (500 unseen-seed accounts): ``onnx-int8`` embeds 2-3x faster at AUROC
+    0.99921 against 0.99922, recall at 1 % FPR 0.979 against 0.984 (model card).
     """
     import torch
 
@@ -135,7 +140,14 @@ def load_model(
     extractor = FeatureExtractor(FeatureConfig.from_dict(config["features"]), topics)
     reference = OrganicReference.from_dict(json.loads((p / "reference.json").read_text()))
     if embedder is None:
-        embedder = build_embedder(config["embedder"], cache_path=cache_path)
+        embed_config = dict(config["embedder"])
+        if embed_backend is not None:
+            if embed_config.get("kind") == "hashing":
+                raise ModelDirError(
+                    f"{p}: its hashing embedder has no backends (embed_backend={embed_backend!r})"
+                )
+            embed_config["backend"] = embed_backend
+        embedder = build_embedder(embed_config, cache_path=cache_path)
     if embedder.dim != network.config.embed_dim:
         raise ModelDirError(
             f"embedder gives {embedder.dim}-d vectors, the model expects {network.config.embed_dim}"

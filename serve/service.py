@@ -164,7 +164,7 @@ class ScoringService:
         """Load the detector (and its indexes) once; sets :attr:`status`."""
         t0 = time.perf_counter()
         try:
-            detector = load_model(self.model_path)
+            detector = load_model(self.model_path, embed_backend=self.settings.embed_backend)
             detector.embed(["warm-up: the encoder loads lazily, load it before serving"])
         except Exception:
             self.status = "failed"

@@ -177,3 +177,10 @@ def test_a_share_reason_never_reads_the_same_as_its_organic_reference() -> None:
     stats = {"n_events": 200.0, "share_rubric": 0.0140}
     (reason,) = ref.reasons(stats)
     assert reason == "grading / rubric requests in 1.4% of prompts (organic p95: 1.0%)"
+
+
+def test_an_embed_backend_override_needs_a_sentence_transformers_encoder(tiny_model_dir) -> None:
+    from model.model_dir import ModelDirError, load_model
+
+    with pytest.raises(ModelDirError, match="hashing embedder has no backends"):
+        load_model(tiny_model_dir, embed_backend="onnx-int8")

@@ -105,3 +105,11 @@ def test_serve_command_reports_a_missing_model_dir(tmp_path, capsys):
     rc = main(["serve", "--model", str(tmp_path / "nope"), "--db", str(tmp_path / "s.sqlite3")])
     assert rc == 2
     assert "model directory not found" in capsys.readouterr().err
+
+
+def test_embed_backend_from_env_is_checked(monkeypatch):
+    monkeypatch.setenv("DISTILLWATCH_EMBED_BACKEND", "onnx-int8")
+    assert load_settings().embed_backend == "onnx-int8"
+    monkeypatch.setenv("DISTILLWATCH_EMBED_BACKEND", "fp8")
+    with pytest.raises(SettingsError, match="embed_backend"):
+        load_settings()
