@@ -82,6 +82,7 @@ class FleetBatch:
     ts: np.ndarray  # (n,) float64
     ip_prefix: dict[str, str | None]  # per account: its most common IP's prefix in the request
     user_agent: dict[str, str | None]
+    prompt_ip_prefix: list[str | None] | None = None  # (n,) per prompt; None: not known
 
     def __len__(self) -> int:
         return len(self.account_ids)
@@ -144,6 +145,7 @@ class _Linked:
         self.own: list[float] = []
         self.reasoning: list[float] = []
         self.n_events: list[int] = []
+        self.prefixes: list[set[str]] = []  # every IP prefix an account's linked prompts used
 
     def account(self, account_id: str) -> int:
         idx = self.index.get(account_id)
@@ -155,6 +157,7 @@ class _Linked:
             self.own.append(0.0)
             self.reasoning.append(0.0)
             self.n_events.append(0)
+            self.prefixes.append(set())
         return idx
 
     def set_info(self, a: FleetAccount) -> None:
@@ -166,20 +169,35 @@ class _Linked:
         self.n_events[i] = max(self.n_events[i], a.n_events)
 
     def add(
-        self, account_ids: Sequence[str], embeddings: np.ndarray, keys: np.ndarray, ts: np.ndarray
+        self,
+        account_ids: Sequence[str],
+        embeddings: np.ndarray,
+        keys: np.ndarray,
+        ts: np.ndarray,
+        prefixes: Sequence[str | None] | None = None,
     ) -> None:
         """Link new prompts (``embeddings`` float16, not yet in :attr:`rows`)."""
         first = self.linker.n_prompts
         self.rows.extend(embeddings)
-        self.link_rows(first, account_ids, keys, ts)
+        self.link_rows(first, account_ids, keys, ts, prefixes)
 
     def link_rows(
-        self, first: int, account_ids: Sequence[str], keys: np.ndarray, ts: np.ndarray
+        self,
+        first: int,
+        account_ids: Sequence[str],
+        keys: np.ndarray,
+        ts: np.ndarray,
+        prefixes: Sequence[str | None] | None = None,
     ) -> None:
-        """Link the prompts already in :attr:`rows` from row ``first`` on."""
+        """Link the prompts already in :attr:`rows` from row ``first`` on (``prefixes``: the
+        IP prefix each came from, if known)."""
         if not len(account_ids):
             return
         idx = np.fromiter((self.account(a) for a in account_ids), np.int64, len(account_ids))
+        if prefixes is not None:
+            for i, prefix in zip(idx.tolist(), prefixes, strict=True):
+                if prefix:
+                    self.prefixes[i].add(prefix)
         rows = self.rows.view()[first:]
         for s in range(0, len(idx), _ADD_CHUNK):
             part = slice(s, s + _ADD_CHUNK)
@@ -244,6 +262,7 @@ class LiveFleets:
         if len(rows) > self.max_prompts:  # a request larger than the whole window
             rows, ids = rows[-self.max_prompts :], ids[-self.max_prompts :]
         prompts = [p for acc in accounts for p in acc.prompts]
+        ips = [ip for acc in accounts for ip in acc.ip]
         ts = np.concatenate([acc.ts for acc in accounts]) if accounts else np.empty(0)
         return FleetBatch(
             account_ids=ids,
@@ -254,14 +273,16 @@ class LiveFleets:
             ts=ts[rows].astype(np.float64),
             ip_prefix={a.account_id: ip_prefix(most_common(a.ip)) for a in accounts},
             user_agent={a.account_id: most_common(a.user_agent) for a in accounts},
+            prompt_ip_prefix=[ip_prefix(ips[r]) for r in rows.tolist()],
         )
 
     def write(self, batch: FleetBatch, scores: dict[str, tuple[float, float, int]]) -> FleetWrite:
         """What the store writes with the states: ``scores`` maps each account of the batch
         to its new (own score, reasoning share, events sent in all)."""
         e = batch.embeddings
+        prefixes = batch.prompt_ip_prefix or [None] * len(batch)
         prompts = [
-            FleetPrompt(a, float(t), int(k), e[i].tobytes())
+            FleetPrompt(a, float(t), int(k), e[i].tobytes(), prefixes[i])
             for i, (a, t, k) in enumerate(
                 zip(batch.account_ids, batch.ts.tolist(), batch.template_keys.tolist(), strict=True)
             )
@@ -381,6 +402,7 @@ class LiveFleets:
         ids: list[str] = []
         ts: list[float] = []
         keys: list[int] = []
+        prefixes: list[str | None] = []
         last = after = 0
         while True:
             rows = store.fleet_prompts(after, _READ_CHUNK)
@@ -403,6 +425,7 @@ class LiveFleets:
             ids.extend(r[1] for r in rows)
             ts.extend(r[2] for r in rows)
             keys.extend(r[3] for r in rows)
+            prefixes.extend(r[5] for r in rows)
             last = after = rows[-1][0]
             if len(rows) < _READ_CHUNK:
                 break
@@ -418,7 +441,9 @@ class LiveFleets:
             linked.account(account_id)
         for account_id, ip, ua, own, rr, n_events in store.fleet_accounts(linked.ids):
             linked.set_info(FleetAccount(account_id, ip, ua, own, rr, n_events))
-        linked.link_rows(0, ids, np.asarray(keys, dtype=np.int64), np.asarray(ts, dtype=np.float64))
+        linked.link_rows(
+            0, ids, np.asarray(keys, dtype=np.int64), np.asarray(ts, dtype=np.float64), prefixes
+        )
         return linked, last
 
     def _drain(self, detector: Detector, p: _Pending) -> None:
@@ -432,7 +457,10 @@ class LiveFleets:
         for a in p.accounts:
             linked.set_info(a)
         keep = slice(max(0, self._read_upto - p.first_seq + 1), None)
-        linked.add(b.account_ids[keep], b.embeddings[keep], b.template_keys[keep], b.ts[keep])
+        prefixes = b.prompt_ip_prefix[keep] if b.prompt_ip_prefix is not None else None
+        linked.add(
+            b.account_ids[keep], b.embeddings[keep], b.template_keys[keep], b.ts[keep], prefixes
+        )
 
     def _compute(self, detector: Detector, linked: _Linked | None, version: int) -> FleetSnapshot:
         now = time.monotonic()
@@ -443,7 +471,9 @@ class LiveFleets:
         # shares of what each account sent while the window could hold it: at most its
         # per-account bound (the window keeps an account's newest linkable prompts only)
         sent = np.minimum(np.asarray(linked.n_events, dtype=np.int64), self.max_prompts_per_account)
-        linked.linker.set_account_info(linked.ip, linked.ua, sent)
+        # every prefix an account's linked prompts came from, beside its most common one
+        sets = [p | {ip} if ip else p for p, ip in zip(linked.prefixes, linked.ip, strict=True)]
+        linked.linker.set_account_info(linked.ip, linked.ua, sent, sets)
         result = linked.linker.link()
         evidence = describe_fleets(
             result,

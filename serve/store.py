@@ -34,8 +34,9 @@ from typing import Protocol
 SCHEMA_VERSION = 1  # the fleet tables are additive: created on open when missing
 _CHUNK = 500  # ids per `IN (...)` query, well under SQLite's variable limit
 
-#: One prompt of the fleet window as read back: (seq, account_id, ts, template_key, embedding).
-FleetPromptRow = tuple[int, str, float, int, bytes]
+#: One prompt of the fleet window as read back: (seq, account_id, ts, template_key, embedding,
+#: ip_prefix).
+FleetPromptRow = tuple[int, str, float, int, bytes, str | None]
 #: One account's fleet inputs: (account_id, ip_prefix, user_agent, own_score, reasoning_rate,
 #: n_events).
 FleetAccountRow = tuple[str, str | None, str | None, float, float, int]
@@ -72,6 +73,7 @@ class FleetPrompt:
     ts: float
     template_key: int  # ``model.fleet.template_signature``; 0 = no wrapper
     embedding: bytes  # float16 (D,), native byte order
+    ip_prefix: str | None = None  # of the address this prompt came from
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,9 @@ class SQLiteAccountStore:
                         embedding BLOB NOT NULL
                     )"""
                 )
+                columns = {r[1] for r in c.execute("PRAGMA table_info(fleet_prompts)")}
+                if "ip_prefix" not in columns:  # additive: older windows read as unknown
+                    c.execute("ALTER TABLE fleet_prompts ADD COLUMN ip_prefix TEXT")
                 c.execute(
                     "CREATE INDEX IF NOT EXISTS fleet_prompts_account "
                     "ON fleet_prompts (account_id, seq)"
@@ -360,9 +365,9 @@ class SQLiteAccountStore:
         if not fleet.prompts:
             return FleetWritten(0, 0)
         c.executemany(
-            "INSERT INTO fleet_prompts (account_id, ts, template_key, embedding)"
-            " VALUES (?, ?, ?, ?)",
-            [(p.account_id, p.ts, p.template_key, p.embedding) for p in fleet.prompts],
+            "INSERT INTO fleet_prompts (account_id, ts, template_key, embedding, ip_prefix)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(p.account_id, p.ts, p.template_key, p.embedding, p.ip_prefix) for p in fleet.prompts],
         )
         last = int(c.execute("SELECT last_insert_rowid()").fetchone()[0])
         touched = list(dict.fromkeys(p.account_id for p in fleet.prompts))
@@ -385,11 +390,11 @@ class SQLiteAccountStore:
     def fleet_prompts(self, after_seq: int, limit: int) -> list[FleetPromptRow]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT seq, account_id, ts, template_key, embedding FROM fleet_prompts"
+                "SELECT seq, account_id, ts, template_key, embedding, ip_prefix FROM fleet_prompts"
                 " WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
-        return [(int(r[0]), r[1], float(r[2]), int(r[3]), r[4]) for r in rows]
+        return [(int(r[0]), r[1], float(r[2]), int(r[3]), r[4], r[5]) for r in rows]
 
     def fleet_accounts(self, account_ids: Sequence[str]) -> list[FleetAccountRow]:
         ids = list(dict.fromkeys(account_ids))

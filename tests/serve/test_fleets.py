@@ -337,6 +337,47 @@ def test_a_batch_queued_after_a_rebuild_read_it_is_not_linked_twice(tmp_path):
     assert [f["accounts"] for f in snapshot.fleets] == [["a", "b", "c"]]  # one shared wrapper
 
 
+def test_live_fleets_link_through_every_prefix_a_window_prompt_came_from(tmp_path):
+    """Accounts rotating through an operator's prefixes: each one's MAIN prefix differs from
+    its neighbour's, but the prefixes their prompts came from chain them into one fleet, live
+    and after a rebuild from the stored window."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from serve.fleets import FleetBatch, LiveFleets
+    from serve.store import SQLiteAccountStore
+
+    store = SQLiteAccountStore(tmp_path / "s.sqlite3")
+    detector: Any = SimpleNamespace(fleet_model=None)
+    rng = np.random.default_rng(3)
+    prefixes = [f"203.0.{i}.0/24" for i in range(4)]
+
+    def batch(i: int) -> FleetBatch:
+        account, n = f"op-{i}", 6
+        emb = rng.standard_normal((n, 16)).astype(np.float32)  # unrelated contents
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        used = [prefixes[i]] * 4 + [prefixes[(i + 1) % 4]] * 2  # mainly its own, then the next
+        return FleetBatch(
+            [account] * n, emb.astype(np.float16), np.zeros(n, dtype=np.int64),
+            np.arange(n, dtype=float), {account: prefixes[i]}, {account: f"agent/{i}"}, used,
+        )  # fmt: skip
+
+    live = LiveFleets(max_prompts_per_account=8, max_prompts=100, cache_seconds=0)
+    live.current(detector, store)
+    for i in range(4):
+        b = batch(i)
+        write = live.write(b, {b.account_ids[0]: (0.9, 0.9, 6)})
+        live.committed(b, write, store.put_many([], write))
+    assert [f["accounts"] for f in live.current(detector, store).fleets] == [
+        ["op-0", "op-1", "op-2", "op-3"]
+    ]
+    rebuilt = LiveFleets(max_prompts_per_account=8, max_prompts=100, cache_seconds=0)
+    assert [f["accounts"] for f in rebuilt.current(detector, store).fleets] == [
+        ["op-0", "op-1", "op-2", "op-3"]
+    ]
+
+
 def test_only_prompts_that_look_like_harvesting_enter_the_fleet_window(fresh_client, tmp_path):
     """As in batch fleets, a prompt links accounts only if the per-prompt head gives it at
     least the minimum probability; every prompt is still scored."""
