@@ -189,6 +189,16 @@ def state_figures(detector: Any, table: Any) -> None:
         )
     print("(v2 keeps the embeddings ring in float32, so a restored account scores exactly")
     print(" like the live one; v1 rounded it to float16; v1 states are still read)")
+    # what the service writes: the state without its ring, plus the ring slots one new
+    # event changes (one row of 4 * D bytes), instead of the whole blob every update
+    outer = sorted(len(s.to_bytes(ring=False)) / 1024 for s in states)
+    slot_kib = 4 * states[0].features.recent_emb.shape[1] / 1024 if states else 0.0
+    whole = statistics.median(len(b) / 1024 for b in new_blobs)
+    print(
+        f"service layout (ring beside the state): {statistics.median(outer):.1f} KiB median "
+        f"state (max {outer[-1]:.1f}) + {slot_kib:.1f} KiB per new prompt, written per "
+        f"update instead of {whole:.1f} KiB"
+    )
 
 
 def main() -> None:
