@@ -180,7 +180,7 @@ class LinkConfig:
         20,000-account fleet, and an expander, so Louvain finds no false seams in it.
     content_alone: whether near-duplicate content ALONE can make an edge strong. Off by
         default: prompts drawn from the same public benchmark say "same source data", not
-        "same operator" (on simulated campaigns, 78 % of content-only strong edges joined
+        "same operator" (on simulated campaigns, about 80 % of content-only strong edges joined
         two DIFFERENT campaigns, and eval teams running the benchmark joined harvesters).
         Off, an edge's weight is its operator evidence (wrapper + infrastructure), plus
         its content weight only where that evidence exists. A shared user agent does not
