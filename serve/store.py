@@ -42,6 +42,14 @@ FleetPromptRow = tuple[int, str, float, int, bytes, str | None]
 FleetAccountRow = tuple[str, str | None, str | None, float, float, int]
 
 
+def _id_chunks(account_ids: Sequence[str]) -> Iterator[tuple[list[str], str]]:
+    """The distinct ids in ``_CHUNK``-sized parts, each with its ``?,?,...`` placeholders."""
+    ids = list(dict.fromkeys(account_ids))
+    for start in range(0, len(ids), _CHUNK):
+        part = ids[start : start + _CHUNK]
+        yield part, ",".join("?" * len(part))
+
+
 class StoreError(ValueError):
     """The store cannot be opened or was written for another model."""
 
@@ -276,12 +284,9 @@ class SQLiteAccountStore:
         return None if row is None else row[0]
 
     def get_many(self, account_ids: Sequence[str]) -> dict[str, StoredAccount]:
-        ids = list(dict.fromkeys(account_ids))
         out: dict[str, StoredAccount] = {}
         with self._lock:
-            for start in range(0, len(ids), _CHUNK):
-                part = ids[start : start + _CHUNK]
-                marks = ",".join("?" * len(part))
+            for part, marks in _id_chunks(account_ids):
                 rows = self._conn.execute(
                     "SELECT account_id, state, score, n_events, flagged, updated_at "
                     f"FROM accounts WHERE account_id IN ({marks})",
@@ -292,12 +297,9 @@ class SQLiteAccountStore:
         return out
 
     def get_rings(self, account_ids: Sequence[str]) -> dict[str, list[tuple[int, bytes]]]:
-        ids = list(dict.fromkeys(account_ids))
         out: dict[str, list[tuple[int, bytes]]] = {}
         with self._lock:
-            for start in range(0, len(ids), _CHUNK):
-                part = ids[start : start + _CHUNK]
-                marks = ",".join("?" * len(part))
+            for part, marks in _id_chunks(account_ids):
                 for account_id, slot, blob in self._conn.execute(
                     "SELECT account_id, slot, embedding FROM account_ring "
                     f"WHERE account_id IN ({marks})",
@@ -397,11 +399,8 @@ class SQLiteAccountStore:
         return [(int(r[0]), r[1], float(r[2]), int(r[3]), r[4], r[5]) for r in rows]
 
     def fleet_accounts(self, account_ids: Sequence[str]) -> list[FleetAccountRow]:
-        ids = list(dict.fromkeys(account_ids))
         out: list[FleetAccountRow] = []
-        for start in range(0, len(ids), _CHUNK):  # the lock is released between chunks
-            part = ids[start : start + _CHUNK]
-            marks = ",".join("?" * len(part))
+        for part, marks in _id_chunks(account_ids):  # the lock is released between chunks
             with self._lock:
                 rows = self._conn.execute(
                     "SELECT account_id, ip_prefix, user_agent, own_score, reasoning_rate, n_events"
