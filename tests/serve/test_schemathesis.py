@@ -54,4 +54,9 @@ def test_no_server_errors_and_responses_match_the_schema(case, model_in_place):
         # an event naming another account than the request's is valid per field but refused
         # as a whole (422 naming events.i.account_id), which a schema cannot express
         excluded.append(positive_data_acceptance)
-    case.call_and_validate(headers=auth(), excluded_checks=excluded)
+    # a valid key in place of the generated one; but a negative case that drops the header
+    # on purpose is sent without it (401): adding it back would leave only the case's other
+    # "violations", some of which (an undeclared query parameter with an empty value) do not
+    # survive serialization, and schemathesis would call the accepted request a failure
+    headers = auth() if "Authorization" in (case.headers or {}) else None
+    case.call_and_validate(headers=headers, excluded_checks=excluded)
