@@ -12,6 +12,10 @@ file) and drives it with concurrent httpx clients for a bounded time and count:
 Clients encode each body (orjson) before starting its clock, so latency is the service's
 round trip, not the client's JSON encoder; the clients still share the machine's cores.
 
+(a) and (b) run against a service that updates accounts in its own process
+(``DISTILLWATCH_WORKERS=0``), then once more against one with ``--workers`` worker processes
+(default: one per CPU; ``--workers 0`` skips that run).
+
 Baselines measured in the same run: the in-process scorer (``detector.embed`` of the batch
 + ``detector.update`` of each account, states kept in memory) on the same batches, before
 and after the service runs (their mean), so the service overhead shows as a ratio; and the
@@ -283,32 +287,44 @@ def bench(label: str, model: Path, events_path: Path, work: Path, args: argparse
     )
     inproc_before = in_process(model, batches, min(args.seconds, 10.0))
 
-    db = work / f"{label}-state.sqlite3"
-    for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
-        p.unlink(missing_ok=True)
-    server = Server(model, db, work / f"{label}-server.log", env={})
-    try:
-        server.wait_ready()
-        with httpx.Client(base_url=server.url, timeout=120) as http:  # embed (b)'s prompts once
-            for b in batches:
-                http.post("/v1/events", json={"events": b}).raise_for_status()
+    def fresh_db(name: str) -> Path:
+        db = work / f"{label}-{name}.sqlite3"
+        for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            p.unlink(missing_ok=True)
+        return db
 
-        def single(k: int, i: int) -> dict[str, Any]:
-            rec = dict(records[(k * 7919 + i) % len(records)])
-            rec["account_id"] = f"single-{k}-{i % 50}"
-            rec["prompt"] = f"{rec['prompt']} [{uuid.uuid4().hex}]"
-            return {"events": [rec]}
+    def single(k: int, i: int) -> dict[str, Any]:
+        rec = dict(records[(k * 7919 + i) % len(records)])
+        rec["account_id"] = f"single-{k}-{i % 50}"
+        rec["prompt"] = f"{rec['prompt']} [{uuid.uuid4().hex}]"
+        return {"events": [rec]}
 
-        def batch(k: int, i: int) -> dict[str, Any]:
-            b = batches[(k * 31 + i) % len(batches)]
-            return {"events": [{**r, "account_id": f"b{k}-{r['account_id']}"} for r in b]}
+    def batch(k: int, i: int) -> dict[str, Any]:
+        b = batches[(k * 31 + i) % len(batches)]
+        return {"events": [{**r, "account_id": f"b{k}-{r['account_id']}"} for r in b]}
 
-        a1 = drive(server.url, 1, args.seconds, single, 1)
-        ac = drive(server.url, args.clients, args.seconds, single, 1)
-        b1 = drive(server.url, 1, args.seconds, batch, BATCH)
-        bc = drive(server.url, args.clients, args.seconds, batch, BATCH)
-    finally:
-        server.stop()
+    def run_service(workers: int, with_single: bool) -> dict[str, dict[str, float]]:
+        db = fresh_db(f"w{workers}")
+        env = {"DISTILLWATCH_WORKERS": str(workers)}
+        server = Server(model, db, work / f"{label}-w{workers}-server.log", env=env)
+        out: dict[str, dict[str, float]] = {}
+        try:
+            server.wait_ready()
+            with httpx.Client(base_url=server.url, timeout=120) as http:  # (b)'s prompts once
+                for b in batches:
+                    http.post("/v1/events", json={"events": b}).raise_for_status()
+            if with_single:
+                out["a1"] = drive(server.url, 1, args.seconds, single, 1)
+                out["ac"] = drive(server.url, args.clients, args.seconds, single, 1)
+            out["b1"] = drive(server.url, 1, args.seconds, batch, BATCH)
+            out["bc"] = drive(server.url, args.clients, args.seconds, batch, BATCH)
+        finally:
+            server.stop()
+        return out
+
+    inline = run_service(0, with_single=True)
+    a1, ac, b1, bc = inline["a1"], inline["ac"], inline["b1"], inline["bc"]
+    pooled = run_service(args.workers, with_single=True) if args.workers > 0 else {}
     # once more after the service ran: load on a shared machine drifts, the mean is fairer
     inproc_after = in_process(model, batches, min(args.seconds, 10.0))
     inproc = (inproc_before + inproc_after) / 2
@@ -324,14 +340,28 @@ def bench(label: str, model: Path, events_path: Path, work: Path, args: argparse
     row(f"(a) single unseen event, {args.clients} clients", ac)
     row(f"(b) {BATCH}-event batches, 1 client", b1)
     row(f"(b) {BATCH}-event batches, {args.clients} clients", bc)
+    if pooled:
+        w = args.workers
+        row(f"(a) single unseen event, 1 client, {w} workers", pooled["a1"])
+        row(f"(a) single unseen event, {args.clients} clients, {w} workers", pooled["ac"])
+        row(f"(b) {BATCH}-event batches, 1 client, {w} workers", pooled["b1"])
+        row(f"(b) {BATCH}-event batches, {args.clients} clients, {w} workers", pooled["bc"])
     print(
         f"   in-process embed+update on the same batches (1 thread): {inproc:9.0f} events/s"
         f"  (before the service {inproc_before:.0f}, after {inproc_after:.0f})"
     )
     print(
-        f"   service / in-process (b): 1 client {b1['events_per_s'] / inproc:6.1%}, "
-        f"{args.clients} clients {bc['events_per_s'] / inproc:6.1%}   (goal >= 70%)"
+        f"   service / in-process (b), updates in the serve process: 1 client "
+        f"{b1['events_per_s'] / inproc:6.1%}, {args.clients} clients "
+        f"{bc['events_per_s'] / inproc:6.1%}   (goal >= 70%)"
     )
+    if pooled:
+        print(
+            f"   service / in-process (b), DISTILLWATCH_WORKERS={args.workers}: 1 client "
+            f"{pooled['b1']['events_per_s'] / inproc:6.1%}, {args.clients} clients "
+            f"{pooled['bc']['events_per_s'] / inproc:6.1%}   (goal >= 70%; the in-process "
+            "scorer runs on one core)"
+        )
     print(
         f"   embed one unseen prompt (same prompts as (a)): p50 {one_ms:.2f} ms, p99 "
         f"{one_p99:.2f} ms;  p99 (a, 1 client) / p50 embed = {a1['p99_ms'] / one_ms:.1f}x   "
@@ -349,10 +379,17 @@ def main() -> None:
         default=None,
         help="where the simulation, model and databases go (reused if present)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="DISTILLWATCH_WORKERS of the second service run of (b) (0: skip it; default: CPUs)",
+    )
     parser.add_argument("--skip-minilm", action="store_true")
     args = parser.parse_args()
     args.seconds = min(max(args.seconds, 1.0), 60.0)
     args.clients = min(max(args.clients, 1), 64)
+    args.workers = min(max(args.workers, 0), 64)
     work = args.work or Path(tempfile.gettempdir()) / "distillwatch-serve-bench"
     work.mkdir(parents=True, exist_ok=True)
     os.environ["DISTILLWATCH_CACHE_DIR"] = str(work / "embed-cache")  # no stale cache hits

@@ -197,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--db", type=Path, default=None, help="SQLite file holding account state")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes that update account states (DISTILLWATCH_WORKERS; default 0: "
+        "in the serve process; about one per core for throughput)",
+    )
     return parser
 
 
@@ -376,7 +383,7 @@ def cmd_fleets(a: argparse.Namespace) -> None:
 def cmd_serve(a: argparse.Namespace) -> None:
     from serve.app import run
 
-    run(model=a.model, host=a.host, port=a.port, db=a.db)
+    run(model=a.model, host=a.host, port=a.port, db=a.db, workers=a.workers)
 
 
 COMMANDS = {

@@ -175,6 +175,7 @@ def run(
     host: str | None = None,
     port: int | None = None,
     db: Path | None = None,
+    workers: int | None = None,
 ) -> None:
     """Serve until interrupted (``distillwatch serve``); flags win over ``DISTILLWATCH_*``."""
     import torch
@@ -182,7 +183,7 @@ def run(
 
     from serve.logs import configure_logging
 
-    settings = load_settings(model=model, host=host, port=port, db=db)
+    settings = load_settings(model=model, host=host, port=port, db=db, workers=workers)
     configure_logging(settings.log_level)
     torch.set_num_threads(settings.torch_threads)  # process-wide: only here, never in create_app
     check_startup(settings)
@@ -194,6 +195,7 @@ def run(
             "port": settings.port,
             "db": str(settings.db),
             "auth": settings.auth_required,
+            "workers": settings.workers,
         },
     )
     uvicorn.run(

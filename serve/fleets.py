@@ -53,6 +53,7 @@ from model.fleet_index import unit_rows
 from model.fleet_model import ip_prefix, most_common
 from model.scorer import Detector
 from serve.store import AccountStore, FleetAccount, FleetPrompt, FleetWrite, FleetWritten
+from serve.workers import fleet_rows
 
 log = logging.getLogger(__name__)
 
@@ -243,18 +244,19 @@ class LiveFleets:
         accounts: Sequence[AccountEvents],
         embeddings: np.ndarray,
         linkable: np.ndarray | None = None,
+        template_keys: np.ndarray | None = None,
     ) -> FleetBatch:
         """The fleet inputs of one request (``embeddings``: its prompts, account by account;
-        ``linkable``: which of them may link accounts, None for all)."""
+        ``linkable``: which of them may link accounts, None for all; ``template_keys``: the
+        wrapper keys of the prompts kept, :func:`serve.workers.fleet_rows`, when already
+        computed, None to compute them here)."""
         keep: list[np.ndarray] = []
         ids: list[str] = []
         start = 0
         for acc in accounts:
             n = len(acc)
-            rows = np.arange(start, start + n)
-            if linkable is not None:
-                rows = rows[linkable[start : start + n]]
-            rows = rows[-self.max_prompts_per_account :]
+            part = None if linkable is None else linkable[start : start + n]
+            rows = start + fleet_rows(part, n, self.max_prompts_per_account)
             keep.append(rows)
             ids.extend([acc.account_id] * len(rows))
             start += n
@@ -267,7 +269,9 @@ class LiveFleets:
         return FleetBatch(
             account_ids=ids,
             embeddings=np.asarray(embeddings, dtype=np.float32)[rows].astype(np.float16),
-            template_keys=np.fromiter(
+            template_keys=template_keys[rows]
+            if template_keys is not None
+            else np.fromiter(
                 (template_signature(prompts[r]) for r in rows.tolist()), np.int64, len(rows)
             ),
             ts=ts[rows].astype(np.float64),

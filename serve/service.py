@@ -11,6 +11,11 @@ order (after what the account has already seen); they are counted in
 CPU-bound under one GIL: parallel ingests only thrash), so two concurrent requests cannot
 lose each other's update.
 
+The account updates themselves (the model's step, serializing the new states, wrapper
+signatures) run in this process, or with ``DISTILLWATCH_WORKERS`` > 0 on worker processes
+that each own a share of the accounts (``serve/workers.py``): the same answers, on every
+core. Either way this process embeds, writes the request in one transaction and answers.
+
 Recently active accounts keep their deserialized state in memory (bounded LRU, checked
 against the stored row), so their next event skips deserialization. The stored bytes stay
 the truth after a restart, and they are exact: a restarted service scores the next events
@@ -30,23 +35,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import orjson
 
 from model.events import AccountEvents, Event
-from model.fleet_model import DEFAULT_MIN_PROMPT_PROB, reasoning_rate
+from model.fleet_model import DEFAULT_MIN_PROMPT_PROB
 from model.model_dir import default_model_path, load_model, read_config
-from model.scorer import AccountState, Detector
+from model.scorer import Detector
 from serve.fleets import LiveFleets, with_fleet_id
 from serve.metrics import ServiceMetrics
 from serve.settings import ServiceSettings
-from serve.store import AccountStore, FleetWritten, SQLiteAccountStore, StoredAccount, StoreError
+from serve.store import AccountStore, FleetWritten, SQLiteAccountStore, StoreError
+from serve.workers import StateCache, UpdateJob, WorkerPool, WorkerSpec, update_accounts
 
 log = logging.getLogger(__name__)
 
@@ -56,40 +60,6 @@ _MODEL_META_KEY = "model_identity"
 
 class NotReady(RuntimeError):
     """The model is still loading (or failed to load)."""
-
-
-class StateCache:
-    """Deserialized states of recently active accounts, so a busy account's next event skips
-    ``AccountState.from_bytes``. The store stays the truth: an entry is used only while its
-    ``(n_events, updated_at)`` still match the stored row. Bounded (LRU); 0 disables it.
-    """
-
-    def __init__(self, max_accounts: int):
-        self.max_accounts = max_accounts
-        self._entries: OrderedDict[str, tuple[int, float, AccountState]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, stored: StoredAccount) -> AccountState | None:
-        with self._lock:
-            entry = self._entries.get(stored.account_id)
-            if entry is None or (entry[0], entry[1]) != (stored.n_events, stored.updated_at):
-                return None
-            self._entries.move_to_end(stored.account_id)
-            return entry[2]
-
-    def put(self, account_id: str, n_events: int, updated_at: float, state: AccountState) -> None:
-        if self.max_accounts <= 0:
-            return
-        with self._lock:
-            self._entries[account_id] = (n_events, updated_at, state)
-            self._entries.move_to_end(account_id)
-            while len(self._entries) > self.max_accounts:
-                self._entries.popitem(last=False)
-
-    def drop(self, account_ids: Iterable[str]) -> None:
-        with self._lock:
-            for a in account_ids:
-                self._entries.pop(a, None)
 
 
 @dataclass(frozen=True)
@@ -126,6 +96,7 @@ class ScoringService:
         self.store: AccountStore | None = None
         self._identity: str | None = None
         self._states = StateCache(settings.state_cache_accounts)
+        self._pool: WorkerPool | None = None  # DISTILLWATCH_WORKERS > 0: updates run there
         self._fleets = LiveFleets(
             max_prompts_per_account=settings.fleet_max_prompts_per_account,
             max_prompts=settings.fleet_max_prompts,
@@ -166,6 +137,18 @@ class ScoringService:
         try:
             detector = load_model(self.model_path, embed_backend=self.settings.embed_backend)
             detector.embed(["warm-up: the encoder loads lazily, load it before serving"])
+            if self.settings.workers > 0:
+                self._pool = WorkerPool(
+                    self.settings.workers,
+                    WorkerSpec(
+                        model=self.model_path,
+                        db=self.settings.db,
+                        cache_accounts=-(
+                            -self.settings.state_cache_accounts // self.settings.workers
+                        ),
+                        torch_threads=self.settings.torch_threads,
+                    ),
+                )
         except Exception:
             self.status = "failed"
             log.exception("model failed to load", extra={"model": str(self.model_path)})
@@ -210,6 +193,10 @@ class ScoringService:
         return self.status == "ready"
 
     def close(self) -> None:
+        with self._ingest_lock:  # no worker is stopped in the middle of an update
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -246,100 +233,55 @@ class ScoringService:
         accounts = [AccountEvents.from_events(g) for g in groups.values()]  # stable ts sort
         embeddings = self._embed(detector, [p for a in accounts for p in a.prompts])
         bounds = np.cumsum([0] + [len(a) for a in accounts])
-        link_min = self._fleet_min_prompt_prob(detector)
-        linkable = np.ones(len(embeddings), dtype=bool)
-
-        now = time.time()
-        records: list[StoredAccount] = []
-        new_states: list[AccountState] = []
-        fleet_inputs: dict[str, tuple[float, float, int]] = {}  # own score, reasoning, events
-        n_new = n_flag_new = n_late = 0
-        flagged_delta = 0
-        previous = store.get_many(list(groups))
+        per_account = [embeddings[bounds[i] : bounds[i + 1]] for i in range(len(accounts))]
+        job = UpdateJob(
+            now=time.time(),
+            link_min=self._fleet_min_prompt_prob(detector),
+            keep_per_account=self._fleets.max_prompts_per_account,
+        )
         try:
-            loaded = self._load_states(store, previous)
-            for i, acc in enumerate(accounts):
-                prev = previous.get(acc.account_id)
-                state, ring_since = loaded.get(acc.account_id, (None, 0))
-                if state is not None and state.n_events:
-                    n_late += int(np.count_nonzero(acc.ts < state.features.last_ts))
-                # `update` may extend `state` in place: on failure the cache is dropped below
-                new_state, score, prompt_probs = detector.update_with_prompts(
-                    state, acc, embeddings=embeddings[bounds[i] : bounds[i + 1]]
-                )
-                if link_min > 0 and prompt_probs is not None:
-                    linkable[bounds[i] : bounds[i + 1]] = prompt_probs >= link_min
-                new_states.append(new_state)
-                fleet_inputs[acc.account_id] = (
-                    score.score,
-                    reasoning_rate(new_state.features),
-                    new_state.n_events,
-                )
-                records.append(
-                    StoredAccount(
-                        account_id=acc.account_id,
-                        state=new_state.to_bytes(ring=False),
-                        score_json=orjson.dumps(score.to_dict()).decode(),
-                        n_events=new_state.n_events,
-                        flagged=score.flagged,
-                        updated_at=now,
-                        ring=tuple(new_state.features.ring_rows(ring_since)),
-                    )
-                )
-                was_flagged = prev is not None and prev.flagged
-                n_new += prev is None
-                n_flag_new += score.flagged and not was_flagged
-                flagged_delta += int(score.flagged) - int(was_flagged)
-            fleet_batch = self._fleets.prepare(accounts, embeddings, linkable)
+            if self._pool is not None:
+                updates = self._pool.update(accounts, per_account, job)
+            else:
+                updates = update_accounts(detector, store, self._states, accounts, per_account, job)
+            linkable = np.ones(len(embeddings), dtype=bool)
+            keys: np.ndarray | None = np.zeros(len(embeddings), dtype=np.int64)
+            for i, u in enumerate(updates):
+                if u.linkable is not None:
+                    linkable[bounds[i] : bounds[i + 1]] = u.linkable
+                if u.template_keys is None:
+                    keys = None
+                elif keys is not None:
+                    keys[bounds[i] : bounds[i + 1]] = u.template_keys
+            fleet_inputs = {u.record.account_id: u.fleet_input for u in updates}
+            fleet_batch = self._fleets.prepare(accounts, embeddings, linkable, keys)
             fleet_write = self._fleets.write(fleet_batch, fleet_inputs)
-            written = store.put_many(records, fleet_write)
+            written = store.put_many([u.record for u in updates], fleet_write)
         except BaseException:
             self._states.drop(groups)
             raise
-        for rec, st in zip(records, new_states, strict=True):
-            self._states.put(rec.account_id, rec.n_events, rec.updated_at, st)
+        for u in updates:
+            if u.state is not None:
+                self._states.put(u.record.account_id, u.record.n_events, job.now, u.state)
         self._fleets.committed(fleet_batch, fleet_write, written or FleetWritten(0, 0))
 
         m = self.metrics
         m.events_ingested.inc(len(events))
-        m.late_events.inc(n_late)
-        m.accounts.inc(n_new)
-        m.accounts_flagged.inc(flagged_delta)
-        m.flag_transitions.inc(n_flag_new)
+        m.late_events.inc(sum(u.n_late for u in updates))
+        m.accounts.inc(sum(u.previously_flagged is None for u in updates))
+        m.accounts_flagged.inc(
+            sum(int(u.record.flagged) - int(bool(u.previously_flagged)) for u in updates)
+        )
+        m.flag_transitions.inc(sum(u.record.flagged and not u.previously_flagged for u in updates))
         return IngestResult(
-            len(events), [self._with_fleet(r.account_id, r.score_json) for r in records]
+            len(events),
+            [self._with_fleet(u.record.account_id, u.record.score_json) for u in updates],
         )
 
     def _with_fleet(self, account_id: str, score_json: str) -> bytes:
         """The stored score with the account's fleet in the last computed fleets."""
         fleet_id = self._fleets.fleet_id(account_id)
         return score_json.encode() if fleet_id is None else with_fleet_id(score_json, fleet_id)
-
-    def _load_states(
-        self, store: AccountStore, stored: dict[str, StoredAccount]
-    ) -> dict[str, tuple[AccountState, int]]:
-        """Each stored account's state and how many of its ring slots are already stored
-        (as ``n_emb``: the update then writes only newer slots; 0 for a state whose ring was
-        stored inside it, by an older distillwatch, so that all its slots move out).
-
-        Cached states were written by this service (ring beside them); the others are read
-        with their ring rows, fetched in one query.
-        """
-        out: dict[str, tuple[AccountState, int]] = {}
-        missed: list[StoredAccount] = []
-        for account_id, row in stored.items():
-            cached = self._states.get(row)
-            if cached is not None:
-                out[account_id] = (cached, cached.features.n_emb)
-            else:
-                missed.append(row)
-        external = {r.account_id for r in missed if AccountState.ring_is_external(r.state)}
-        rings = store.get_rings(list(external)) if external else {}
-        for row in missed:
-            state = AccountState.from_bytes(row.state, rings.get(row.account_id, []))
-            since = state.features.n_emb if row.account_id in external else 0
-            out[row.account_id] = (state, since)
-        return out
 
     def score_stream(self, events: Sequence[Event]) -> dict[str, Any]:
         """Score one account's whole stream alone; nothing is stored."""

@@ -102,11 +102,24 @@ class ServiceSettings(BaseSettings):
             "(onnx-int8: 2-3x faster on CPU, slightly less exact; see the model card)"
         ),
     )
+    workers: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description=(
+            "worker processes that update account states (each account always on the same "
+            "one), so that ingest uses every core; 0 updates in the serve process itself. "
+            "The serve process still embeds, stores and answers; about one per core"
+        ),
+    )
     state_cache_accounts: int = Field(
         4096,
         ge=0,
         le=10_000_000,
-        description="recently active accounts whose state is kept deserialized in memory",
+        description=(
+            "recently active accounts whose state is kept deserialized in memory (shared "
+            "out among the workers when there are any)"
+        ),
     )
     fleet_max_prompts_per_account: int = Field(
         64,

@@ -171,10 +171,26 @@ class SQLiteAccountStore:
     at a time).
     """
 
-    def __init__(self, path: str | Path, *, timeout_s: float = 30.0):
+    def __init__(self, path: str | Path, *, timeout_s: float = 30.0, readonly: bool = False):
+        """``readonly``: a reader of a store another connection created (the service's
+        worker processes); it creates nothing and every write fails."""
         self.path = Path(path)
+        self.readonly = readonly
         self._lock = threading.Lock()
         try:
+            if readonly:
+                if not self.path.is_file():
+                    raise StoreError(f"{self.path}: no account store to read")
+                self._conn = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?mode=ro",
+                    uri=True,
+                    timeout=timeout_s,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                self._conn.execute("SELECT 1 FROM accounts LIMIT 1").fetchall()
+                self._n_fleet_prompts = 0
+                return
             self._conn = sqlite3.connect(
                 self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False
             )

@@ -121,8 +121,10 @@ def test_refuses_a_database_written_by_another_model(tiny_model_dir, tmp_path):
 def live_server(tiny_model_dir: Path, tmp_path: Path):
     servers: list[LiveServer] = []
 
-    def start() -> LiveServer:
-        server = LiveServer(tiny_model_dir, tmp_path / "state.sqlite3", tmp_path / "server.log")
+    def start(**env: str) -> LiveServer:
+        server = LiveServer(
+            tiny_model_dir, tmp_path / "state.sqlite3", tmp_path / "server.log", env=env
+        )
         servers.append(server)
         server.wait_ready()
         return server
@@ -132,8 +134,26 @@ def live_server(tiny_model_dir: Path, tmp_path: Path):
         s.stop()
 
 
-def test_kill_9_loses_no_acknowledged_event(live_server, sim_accounts, tmp_path):
-    server = live_server()
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (Linux /proc; empty elsewhere)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" in state  # a zombie has exited; only its parent's wait is missing
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_kill_9_loses_no_acknowledged_event(live_server, sim_accounts, tmp_path, workers):
+    server = live_server(DISTILLWATCH_WORKERS=workers)
+    children = _children(server.proc.pid)
     acked: dict[str, int] = {}
     errors: list[str] = []
     lock = threading.Lock()
@@ -175,8 +195,14 @@ def test_kill_9_loses_no_acknowledged_event(live_server, sim_accounts, tmp_path)
         t.join(30)
     assert not errors
     assert sum(acked.values()) >= 30, "too little traffic before the kill to mean anything"
+    if workers != "0" and Path("/proc").is_dir():  # orphaned workers see their pipe close
+        assert len(children) >= int(workers)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(_gone(c) for c in children):
+            time.sleep(0.1)
+        assert all(_gone(c) for c in children), "worker processes outlived the killed server"
 
-    restarted = live_server()
+    restarted = live_server(DISTILLWATCH_WORKERS=workers)
     with httpx.Client(base_url=restarted.url, timeout=30) as http:
         lost = {}
         for a, n in acked.items():
