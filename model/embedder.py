@@ -216,6 +216,12 @@ class _CachingEncoder(ABC):
     def _prepare(self) -> None:  # noqa: B027  (optional hook, most encoders need nothing)
         """Load whatever ``_embed`` needs; called only when there is something to embed."""
 
+    def warm_up(self, text: str = "warm-up") -> None:
+        """Load the encoder and run it once now, past the cache, so that the first real
+        prompt does not pay for loading (a cached warm-up text would load nothing)."""
+        self._prepare()
+        self._embed([text])
+
     @abstractmethod
     def _embed(self, texts: list[str]) -> np.ndarray:
         """Raw float32 vectors ``(len(texts), dim)`` of one batch."""

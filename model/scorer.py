@@ -216,6 +216,15 @@ class Detector:
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         return self.embedder.encode(list(texts), progress=progress)
 
+    def warm_up(self) -> None:
+        """Load the encoder before serving (past its cache; see ``_CachingEncoder.warm_up``).
+        An encoder without ``warm_up`` embeds one text instead."""
+        warm = getattr(self.embedder, "warm_up", None)
+        if callable(warm):
+            warm()
+        else:
+            self.embed(["warm-up: the encoder loads lazily, load it before serving"])
+
     def trace(self, account: AccountEvents, embeddings: np.ndarray | None = None) -> AccountTrace:
         """Per-event calibrated probabilities of one account."""
         return next(self.trace_many([account], None if embeddings is None else [embeddings]))

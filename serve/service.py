@@ -136,7 +136,7 @@ class ScoringService:
         t0 = time.perf_counter()
         try:
             detector = load_model(self.model_path, embed_backend=self.settings.embed_backend)
-            detector.embed(["warm-up: the encoder loads lazily, load it before serving"])
+            detector.warm_up()  # the encoder loads lazily: load it before serving
             if self.settings.workers > 0:
                 self._pool = WorkerPool(
                     self.settings.workers,

@@ -61,6 +61,18 @@ def test_cache_hit_avoids_reembedding() -> None:
     assert np.array_equal(first, second[::-1])
 
 
+def test_warm_up_runs_the_encoder_even_when_its_text_is_cached() -> None:
+    """A service's warm-up must load the encoder: a cached warm-up text would load nothing
+    and leave the load to the first real prompt."""
+    cache = EmbeddingCache.memory()
+    fake = CountingHashingEmbedder(cache=cache)
+    fake.encode(["warm-up"])
+    fake.seen.clear()
+    n_cached = len(cache)
+    fake.warm_up()
+    assert fake.seen == ["warm-up"] and len(cache) == n_cached  # ran, wrote nothing
+
+
 def test_only_misses_are_embedded_and_written_back() -> None:
     cache = EmbeddingCache.memory()
     fake = CountingHashingEmbedder(cache=cache)
