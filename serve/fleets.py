@@ -7,8 +7,9 @@ prefix, user agent, own score and reasoning share), how they are bounded, and ho
 
 Three pieces, three locks:
 
-* **Ingest** (under the accounts' locks) only prepares these inputs and, once the store has
-  committed them, appends them to a pending list (one short lock). It never links.
+* **Ingest** (under the service's ingest lock) only prepares these inputs and, once the
+  store has committed them, appends them to a pending list (one short lock). It never
+  links.
 * **The window** is persisted by the store in the same transaction as the account states
   (``serve/store.py``): each account keeps its ``max_prompts_per_account`` newest prompts,
   the whole window its ``max_prompts`` newest (by arrival); older prompts are evicted in
@@ -211,7 +212,7 @@ class LiveFleets:
     Example::
 
         fleets = LiveFleets(max_prompts_per_account=64, max_prompts=100_000, cache_seconds=5)
-        batch = fleets.prepare(accounts, embeddings)              # before the account locks
+        batch = fleets.prepare(accounts, embeddings)              # one request's fleet inputs
         write = fleets.write(batch, {"a-1": (0.91, 0.4)})         # own score, reasoning share
         written = store.put_many(records, write)                  # one transaction
         fleets.committed(batch, write, written)

@@ -340,6 +340,7 @@ class WorkerPool:
             raise ValueError(f"a worker pool needs at least one worker, got {n}")
         self.spec = spec
         self.job_timeout_s = JOB_TIMEOUT_S
+        self.restarts = 0  # workers started again since the pool started
         self._ctx = mp.get_context("spawn")  # never fork a process that runs torch threads
         self._workers: list[_Worker] = []
         try:
@@ -350,7 +351,6 @@ class WorkerPool:
         except BaseException:
             self.close()
             raise
-        self.restarts = 0
 
     def __len__(self) -> int:
         return len(self._workers)
