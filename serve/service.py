@@ -244,15 +244,14 @@ class ScoringService:
                 updates = self._pool.update(accounts, per_account, job)
             else:
                 updates = update_accounts(detector, store, self._states, accounts, per_account, job)
-            linkable = np.ones(len(embeddings), dtype=bool)
-            keys: np.ndarray | None = np.zeros(len(embeddings), dtype=np.int64)
-            for i, u in enumerate(updates):
-                if u.linkable is not None:
-                    linkable[bounds[i] : bounds[i + 1]] = u.linkable
-                if u.template_keys is None:
-                    keys = None
-                elif keys is not None:
-                    keys[bounds[i] : bounds[i + 1]] = u.template_keys
+            linkable = np.concatenate(
+                [
+                    np.ones(len(a), dtype=bool) if u.linkable is None else u.linkable
+                    for a, u in zip(accounts, updates, strict=True)
+                ]
+            )
+            computed = [u.template_keys for u in updates if u.template_keys is not None]
+            keys = np.concatenate(computed) if len(computed) == len(updates) else None
             fleet_inputs = {u.record.account_id: u.fleet_input for u in updates}
             fleet_batch = self._fleets.prepare(accounts, embeddings, linkable, keys)
             fleet_write = self._fleets.write(fleet_batch, fleet_inputs)

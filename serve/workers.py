@@ -29,6 +29,7 @@ What it does not know: HTTP, SQL (``serve/store.py``), how the detector scores.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing as mp
 import threading
@@ -263,19 +264,13 @@ def _worker_main(conn: Connection, spec: WorkerSpec) -> None:
             for u in updates:  # see the module doc: cached under the version to be stored
                 assert u.state is not None
                 cache.put(u.record.account_id, u.record.n_events, u.record.updated_at, u.state)
-            reply: tuple[str, Any] = ("ok", [_without_state(u) for u in updates])
+            reply: tuple[str, Any] = ("ok", [dataclasses.replace(u, state=None) for u in updates])
         except Exception as exc:
             reply = ("error", f"{type(exc).__name__}: {exc}")
         try:
             conn.send(reply)
         except (EOFError, OSError):
             return
-
-
-def _without_state(u: AccountUpdate) -> AccountUpdate:
-    return AccountUpdate(
-        u.record, u.previously_flagged, u.n_late, u.linkable, u.template_keys, u.fleet_input
-    )
 
 
 # --------------------------------------------------------------------------- service side
