@@ -101,6 +101,14 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
         raise ValueError(f"EmbedConfig.{name} must be in [{low}, {high}], got {value}")
 
 
+def offline_hub() -> None:
+    """Never reach a model hub (the encoder ships locally) and keep tokenizers single-threaded,
+    unless the environment says otherwise. Call it before anything imports transformers."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 @dataclass(frozen=True)
 class EmbedConfig:
     """How prompts are embedded; saved as JSON in the model directory.
@@ -687,9 +695,7 @@ class Embedder(_CachingEncoder):
                 self._load()
 
     def _load(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        offline_hub()
         c = self.config
         tail_share = c.tail_chars / (c.head_chars + c.tail_chars)
         st: SentenceTransformer | None = None
@@ -920,5 +926,6 @@ __all__ = [
     "HashingEmbedder",
     "TextEncoder",
     "default_model_path",
+    "offline_hub",
     "truncate_text",
 ]

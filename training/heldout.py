@@ -52,7 +52,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -61,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from model.embedder import TextEncoder
+from model.embedder import TextEncoder, offline_hub
 from model.events import EventError, EventTable, read_events
 from training.corpora import Corpora, source_matches
 from training.evaluate import _json_default, evaluate_rows, score_labelled
@@ -798,9 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    offline_hub()
     args = build_parser().parse_args(argv)
     from model.embedder import EmbedConfig
     from model.model_dir import build_embedder
