@@ -36,9 +36,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from model.embedder import offline_hub  # noqa: E402
+
+offline_hub()  # before anything imports transformers
 
 from model.embedder import EmbedConfig, Embedder, default_model_path  # noqa: E402
 from model.embedding_cache import EmbeddingCache, text_key  # noqa: E402

@@ -41,9 +41,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from model.embedder import offline_hub  # noqa: E402
+
+offline_hub()  # before anything imports transformers
 
 from benchmarks.stage_clock import StageClock, load_average  # noqa: E402
 
