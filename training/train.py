@@ -69,6 +69,13 @@ class TrainConfig:
     #: Which organic scores set the threshold: "any_prefix" (the highest score anywhere in
     #: an organic stream, what online scoring would flag) or "last" (final scores only).
     threshold_on: Literal["any_prefix", "last"] = "any_prefix"
+    #: Dilution augmentation (``training.augment``): spliced accounts added to the training
+    #: split, this many per organic training account (0 off; 0.5 adds one for every two).
+    #: Each is an organic training account with harvesting prompts of a training
+    #: harvesting account inserted, a share drawn log-uniformly from ``dilution_shares``.
+    #: Validation, calibration and the threshold see real accounts only.
+    dilution_augment: float = 0.0
+    dilution_shares: tuple[float, float] = (0.01, 0.3)
     n_topics: int = 32
     features: FeatureConfig = field(default_factory=FeatureConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -88,6 +95,17 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.threshold_on must be 'any_prefix' or 'last', got {self.threshold_on!r}"
             )
+        if not 0.0 <= self.dilution_augment <= 10.0:
+            raise ValueError(
+                f"TrainConfig.dilution_augment must be in [0, 10], got {self.dilution_augment}"
+            )
+        lo, hi = self.dilution_shares
+        if not 0.0 < lo <= hi < 1.0:
+            raise ValueError(
+                f"TrainConfig.dilution_shares must be (low, high) with 0 < low <= high < 1, "
+                f"got {self.dilution_shares}"
+            )
+        object.__setattr__(self, "dilution_shares", (float(lo), float(hi)))
         if not self.prompt_weight >= 0:
             raise ValueError(f"TrainConfig.prompt_weight must be >= 0, got {self.prompt_weight}")
 
@@ -247,6 +265,22 @@ def train(
     extractor = FeatureExtractor(config.features, topics)
     examples = build_examples(accounts, labs, embeddings, extractor)
     train_ex = [examples[i] for i in tr_idx]
+    n_augmented = 0
+    if config.dilution_augment > 0:
+        from training.augment import augmented_examples
+
+        n_cover = sum(1 for i in tr_idx if labs[i].label == 0)
+        augmented = augmented_examples(
+            [accounts[i] for i in tr_idx],
+            train_ex,
+            round(config.dilution_augment * n_cover),
+            extractor,
+            config.dilution_shares,
+            config.seed,
+        )
+        log.info("dilution augmentation: %d spliced training accounts", len(augmented))
+        n_augmented = len(augmented)
+        train_ex = train_ex + augmented
     val_ex = [examples[i] for i in va_idx]
     net = _fit_network(train_ex, val_ex, config, progress)
 
@@ -296,6 +330,7 @@ def train(
             "n_accounts": len(accounts),
             "n_train_accounts": len(tr_idx),
             "n_val_accounts": len(va_idx),
+            "n_augmented_accounts": n_augmented,
             "kinds": kinds,
             **join_counts,
             "config": config.to_dict(),

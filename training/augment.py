@@ -1,0 +1,210 @@
+"""Dilution augmentation: harvesting prompts spliced into organic streams, for training only.
+
+What it knows: how to make a training account that hides harvesting inside ordinary use
+out of two accounts already in the training split, an organic one (the cover traffic) and a
+harvesting one whose harvesting prompts are known (the donor), reusing their embeddings so
+that nothing is embedded again.
+
+Why. Campaigns that dilute their harvesting (a few per cent of an account's prompts, the
+rest ordinary use) are the hardest to catch, and a detector trained only on the kinds of
+harvesting its training data happens to contain learns that harvesting accounts harvest
+all the time. Splicing teaches the general shape, "organic use with harvesting prompts
+mixed in", from whatever harvesting the training data has: a model trained without any
+diluted kind still sees diluted accounts (the leave-one-kind-out run for ``slow_drip``
+measures exactly that).
+
+What a spliced account is. The organic account's events, in order and unchanged, with ``k``
+of the donor's harvesting events inserted at random positions (``k = round(share * n)``,
+at least ``min_harvest``; ``share`` drawn log-uniformly from ``shares``). An inserted
+event keeps the donor's prompt, requested ``max_tokens``, system prompt and model, takes
+the organic account's IP and user agent (one account, one client), gets a timestamp drawn
+between its new neighbours' (so the account's pace stays the organic one), and opens its own
+conversation. The account is labelled harvesting, and its per-prompt labels say which
+prompts were inserted, so the position weights (``AccountExample.position_weights``) do not
+ask the network to flag it before its harvesting prompts arrive.
+
+What it does not know: how features are computed (``augmented_examples`` runs the
+extractor it is given), the network, or where the accounts come from; the caller
+(``training.train``) passes training-split accounts only, so validation stays untouched.
+
+Example::
+
+    rng = np.random.default_rng(0)
+    acc, emb, y = splice(organic, organic_emb, donor, donor_emb, donor_y, 0.05, rng)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.events import AccountEvents
+from model.features import FeatureExtractor
+from training.dataset import AccountExample
+
+#: ``kind`` of a spliced training account (shown in the training summary).
+KIND = "augmented_dilution"
+
+
+@dataclass(frozen=True)
+class Splice:
+    """One spliced account: its events, embeddings and per-prompt labels (1 inserted)."""
+
+    account: AccountEvents
+    emb: np.ndarray  # (T, D), the dtype of the inputs
+    prompt_y: np.ndarray  # (T,) float32
+
+
+def draw_share(rng: np.random.Generator, shares: tuple[float, float]) -> float:
+    """A harvesting share, log-uniform in ``shares`` (as many 1-2 % accounts as 10-20 %)."""
+    lo, hi = shares
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def splice(
+    organic: AccountEvents,
+    organic_emb: np.ndarray,
+    donor: AccountEvents,
+    donor_emb: np.ndarray,
+    donor_prompt_y: np.ndarray,
+    share: float,
+    rng: np.random.Generator,
+    *,
+    min_harvest: int = 2,
+    account_id: str | None = None,
+) -> Splice:
+    """``organic`` with ``round(share * n)`` (at least ``min_harvest``) of ``donor``'s
+    harvesting events inserted, in the donor's order (see the module docstring).
+
+    Raises ``ValueError`` when the donor has fewer harvesting prompts than that, or when the
+    inputs' lengths disagree.
+    """
+    n = len(organic)
+    if organic_emb.shape[0] != n or not donor_emb.shape[0] == len(donor) == len(donor_prompt_y):
+        raise ValueError("splice: embeddings and prompt labels must match their accounts")
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"splice: share must be in (0, 1), got {share}")
+    harvest = np.flatnonzero(np.asarray(donor_prompt_y) > 0.5)
+    k = max(min_harvest, round(share * n))
+    if len(harvest) < k:
+        raise ValueError(f"splice: the donor has {len(harvest)} harvesting prompts, {k} needed")
+    picked = np.sort(rng.choice(harvest, size=k, replace=False))
+    # slots[j]: how many organic events come before the j-th inserted one (sorted)
+    slots = np.sort(rng.integers(0, n + 1, size=k))
+    total = n + k
+    is_new = np.zeros(total, dtype=bool)
+    is_new[slots + np.arange(k)] = True
+    ts = np.empty(total, dtype=np.float64)
+    ts[~is_new] = organic.ts
+    # an inserted event lies between the organic events around it; at the end, a typical
+    # gap of the account after the last one
+    gaps = np.diff(organic.ts)
+    typical = float(np.median(gaps)) if len(gaps) else 60.0
+    for j, s in enumerate(slots):
+        lo = organic.ts[s - 1] if s > 0 else organic.ts[0] - typical
+        hi = organic.ts[s] if s < n else organic.ts[-1] + typical
+        ts[s + j] = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+    ts = np.maximum.accumulate(ts)  # equal neighbours or rounding keep the order
+
+    def merged(own: Sequence, theirs: Sequence) -> list:
+        out: list = [None] * total
+        own_it, their_it = iter(own), iter(theirs)
+        for i in range(total):
+            out[i] = next(their_it) if is_new[i] else next(own_it)
+        return out
+
+    new_conv = [f"aug-{donor.account_id}-{int(i)}" for i in picked]
+    client_ip = [organic.ip[min(s, n - 1)] for s in slots]
+    client_ua = [organic.user_agent[min(s, n - 1)] for s in slots]
+    max_tokens = np.empty(total, dtype=np.float64)
+    max_tokens[~is_new] = organic.max_tokens
+    max_tokens[is_new] = donor.max_tokens[picked]
+    account = AccountEvents(
+        account_id=account_id or f"{organic.account_id}+{donor.account_id}",
+        ts=ts,
+        prompts=merged(organic.prompts, [donor.prompts[i] for i in picked]),
+        max_tokens=max_tokens,
+        conversation_id=merged(organic.conversation_id, new_conv),
+        ip=merged(organic.ip, client_ip),
+        user_agent=merged(organic.user_agent, client_ua),
+        system=merged(organic.system, [donor.system[i] for i in picked]),
+        model=merged(organic.model, [donor.model[i] for i in picked]),
+    )
+    emb = np.empty((total, organic_emb.shape[1]), dtype=organic_emb.dtype)
+    emb[~is_new] = organic_emb
+    emb[is_new] = donor_emb[picked]
+    return Splice(account, emb, is_new.astype(np.float32))
+
+
+def augmented_examples(
+    accounts: Sequence[AccountEvents],
+    examples: Sequence[AccountExample],
+    n: int,
+    extractor: FeatureExtractor,
+    shares: tuple[float, float],
+    seed: int,
+    *,
+    min_events: int = 20,
+    min_harvest: int = 2,
+) -> list[AccountExample]:
+    """``n`` spliced training examples from ``accounts`` / ``examples`` (aligned lists).
+
+    Cover accounts: organic examples of at least ``min_events`` events. Donors: harvesting
+    examples whose harvesting prompts are all known. Each splice draws a cover, a share and
+    a donor with enough harvesting prompts for it (the share is lowered to what the
+    richest donor allows). Returns ``[]`` when there is no cover or no donor.
+    """
+    if len(accounts) != len(examples):
+        raise ValueError("augmented_examples: accounts and examples must be aligned")
+    covers = [i for i, e in enumerate(examples) if e.label == 0 and len(e) >= min_events]
+    donors = [
+        i
+        for i, e in enumerate(examples)
+        if e.label == 1
+        and e.prompt_y is not None
+        and not np.isnan(e.prompt_y).any()
+        and int((e.prompt_y > 0.5).sum()) >= min_harvest
+    ]
+    if n <= 0 or not covers or not donors:
+        return []
+    n_harvest = np.array([int(np.sum(np.asarray(examples[i].prompt_y) > 0.5)) for i in donors])
+    rng = np.random.default_rng(seed)
+    out: list[AccountExample] = []
+    for j in range(n):
+        c = covers[int(rng.integers(len(covers)))]
+        cover = accounts[c]
+        k = min(max(min_harvest, round(draw_share(rng, shares) * len(cover))), int(n_harvest.max()))
+        able = np.flatnonzero(n_harvest >= k)
+        d = donors[int(able[rng.integers(len(able))])]
+        donor, donor_ex = accounts[d], examples[d]
+        made = splice(
+            cover,
+            examples[c].emb,
+            donor,
+            donor_ex.emb,
+            donor_ex.prompt_y,  # type: ignore[arg-type]
+            min(k / len(cover), 0.999),
+            rng,
+            min_harvest=min_harvest,
+            account_id=f"aug-{j}:{cover.account_id}+{donor.account_id}",
+        )
+        feats, state = extractor.transform(made.account, made.emb.astype(np.float32))
+        out.append(
+            AccountExample(
+                account_id=made.account.account_id,
+                emb=made.emb,
+                feats=feats,
+                label=1,
+                kind=KIND,
+                campaign=donor_ex.campaign,
+                state=state,
+                prompt_y=made.prompt_y,
+            )
+        )
+    return out
+
+
+__all__ = ["KIND", "Splice", "augmented_examples", "draw_share", "splice"]
