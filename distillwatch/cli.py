@@ -104,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=int, default=25)
     p.add_argument("--val-fraction", type=float, default=0.25)
     p.add_argument(
+        "--dilution-augment",
+        type=float,
+        default=None,
+        metavar="F",
+        help="add F spliced training accounts per organic training account: organic streams "
+        "with harvesting prompts of the labelled harvesting accounts inserted (needs labels "
+        "with harvest_prompts; 0 turns it off; default: the TrainConfig default)",
+    )
+    p.add_argument(
         "--embedder",
         default=None,
         help="sentence-transformers model path or name (default: bundled all-MiniLM-L6-v2)",
@@ -256,6 +265,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         max_epochs=a.max_epochs,
         val_fraction=a.val_fraction,
         fleets=a.fleets,
+        **({} if a.dilution_augment is None else {"dilution_augment": a.dilution_augment}),
     )
     table = api.read_events(a.events, on_error=a.on_error)
     _report_skips(table.stats)

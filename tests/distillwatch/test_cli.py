@@ -237,3 +237,22 @@ def test_simulate_writes_contract_files(tmp_path) -> None:
     )
     assert (tmp_path / "events.jsonl").stat().st_size > 0 and (tmp_path / "labels.jsonl").exists()
     assert main(["simulate", "--accounts", "0", "--seed", "1", "--out", str(tmp_path)]) == 2
+
+
+def test_train_rejects_a_bad_augmentation_setting_before_any_work(tmp_path, sim_dir, capsys):
+    code = main(
+        [
+            "train",
+            "--events",
+            str(sim_dir / "events.jsonl"),
+            "--labels",
+            str(sim_dir / "labels.jsonl"),
+            "--out",
+            str(tmp_path / "m"),
+            "--dilution-augment",
+            "-1",
+        ]
+    )
+    assert code == 2
+    assert "dilution_augment must be in [0, 10]" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
