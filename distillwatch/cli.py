@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="add F spliced training accounts per organic training account: organic streams "
         "with harvesting prompts of the labelled harvesting accounts inserted (needs labels "
-        "with harvest_prompts; 0 turns it off; default: the TrainConfig default)",
+        "with harvest_prompts; 0 turns it off; default 0.5, as the shipped model)",
     )
     p.add_argument(
         "--embedder",

@@ -73,8 +73,9 @@ class TrainConfig:
     #: split, this many per organic training account (0 off; 0.5 adds one for every two).
     #: Each is an organic training account with harvesting prompts of a training
     #: harvesting account inserted, a share drawn log-uniformly from ``dilution_shares``.
-    #: Validation, calibration and the threshold see real accounts only.
-    dilution_augment: float = 0.0
+    #: Validation, calibration and the threshold see real accounts only. It needs labels
+    #: that list ``harvest_prompts``; without them nothing is added.
+    dilution_augment: float = 0.5
     dilution_shares: tuple[float, float] = (0.01, 0.3)
     n_topics: int = 32
     features: FeatureConfig = field(default_factory=FeatureConfig)
