@@ -370,7 +370,13 @@ def model_card(detector: Detector, report: dict[str, Any], extra: str = "") -> s
             if tr.get("config", {}).get("threshold_on", "any_prefix") == "any_prefix"
             else ", final scores)"
         ),
-        f"- trained on {tr.get('n_train_accounts')} accounts, validated on {tr.get('n_val_accounts')}"
+        f"- trained on {tr.get('n_train_accounts')} accounts"
+        + (
+            f" and {tr['n_augmented_accounts']} spliced ones (dilution augmentation)"
+            if tr.get("n_augmented_accounts")
+            else ""
+        )
+        + f", validated on {tr.get('n_val_accounts')}"
         f" ({tr.get('n_events')} events); kinds: {tr.get('kinds')}",
         "",
         "## Validation (campaign-disjoint split of the training data)",

@@ -9,7 +9,7 @@ from model.events import AccountEvents, Event
 from model.features import FeatureConfig, FeatureExtractor, fit_topic_centroids
 from training.augment import KIND, augmented_examples, draw_share, splice
 from training.dataset import AccountExample
-from training.train import TrainConfig, train
+from training.train import TrainConfig, model_card, train
 
 
 def _account(account_id: str, prompts: list[str], t0: float, gap: float, **kw) -> AccountEvents:
@@ -133,7 +133,7 @@ def test_training_adds_spliced_accounts_to_the_training_split_only(
     sim_table, sim_labels, hashing_embedder
 ) -> None:
     config = TrainConfig(seed=0, max_epochs=1, patience=0, n_topics=8, dilution_augment=0.5)
-    _, report = train(
+    detector, report = train(
         sim_table, sim_labels, hashing_embedder, {"kind": "hashing"}, config, progress=False
     )
     tr = report["training"]
@@ -144,3 +144,5 @@ def test_training_adds_spliced_accounts_to_the_training_split_only(
     # validation judged real accounts only
     assert tr["n_train_accounts"] + tr["n_val_accounts"] == tr["n_accounts"]
     assert KIND not in report["validation"].get("per_kind", {})
+    n = tr["n_augmented_accounts"]
+    assert f"and {n} spliced ones (dilution augmentation)" in model_card(detector, report)
