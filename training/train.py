@@ -1,9 +1,10 @@
 """Training a detector: events + labels → a self-contained model directory.
 
 What it knows: the stages and their order — embed (cached) → leak-free split → topic
-prototypes → features → Lightning fit with early stopping → Platt calibration and the
-operating threshold on validation → organic reference for reasons → fleet judge → save.
-What it does not know: how the network or features work inside.
+prototypes → features → spliced training accounts (dilution augmentation) → Lightning fit
+with early stopping → Platt calibration and the operating threshold on validation → organic
+reference for reasons → fleet judge → save.
+What it does not know: how the network, features or splicing work inside.
 
 Example::
 
