@@ -10,6 +10,8 @@ each of its stages by wrapping the stage functions for this run:
   same prompts (``--minilm-sample``; a model's embeddings are cached, so a second training
   on the same prompts pays only the look-ups);
 * building the dataset: topic prototypes (k-means) and the causal features of every account;
+* dilution augmentation: the spliced training accounts and their features
+  (``--dilution-augment``, default the ``TrainConfig`` default; 0 skips it);
 * fitting the network (Lightning), per epoch (train + validation), ``--epochs`` epochs with
   early stopping off so that every epoch runs;
 * calibration, threshold and reference, and saving the model directory;
@@ -19,6 +21,7 @@ The baseline in the same run is the simulation itself (seconds per 1,000 account
 stages compare on one machine. Prints figures, asserts nothing. Usage::
 
     python benchmarks/training.py [--accounts 5000] [--epochs 3] [--minilm-sample 96]
+        [--dilution-augment F]
 """
 
 from __future__ import annotations
@@ -67,6 +70,12 @@ def main() -> None:
         "--minilm-sample", type=int, default=96, help="prompts embedded with MiniLM (0: skip)"
     )
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (temporary)")
+    parser.add_argument(
+        "--dilution-augment",
+        type=float,
+        default=None,
+        help="spliced accounts per organic training account (default: TrainConfig's; 0: off)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,6 +88,7 @@ def main() -> None:
 def run(args: argparse.Namespace, work: Path) -> None:
     import torch
 
+    import training.augment as augment_module
     import training.train as train_module
     from model.embedder import HashingEmbedder
     from model.events import read_events
@@ -133,12 +143,19 @@ def run(args: argparse.Namespace, work: Path) -> None:
         ("save_model", "save model directory"),
     )
     originals = {name: getattr(train_module, name) for name, _ in stages}
+    augment_stage = "spliced accounts (augmentation)"
+    splice_original = augment_module.augmented_examples  # train() imports it when it runs
     embedder = HashingEmbedder()
-    config = TrainConfig(max_epochs=args.epochs, patience=args.epochs, seed=args.seed)
+    extra = {} if args.dilution_augment is None else {"dilution_augment": args.dilution_augment}
+    config = TrainConfig(max_epochs=args.epochs, patience=args.epochs, seed=args.seed, **extra)
+    print(f"dilution augmentation: {config.dilution_augment} spliced per organic training account")
     LitDetector.on_train_epoch_start = on_train_epoch_start  # type: ignore[method-assign]
     try:
         for name, stage in stages:
             setattr(train_module, name, after(stage, clock.wrap(stage, originals[name])))
+        augment_module.augmented_examples = after(  # type: ignore[assignment]
+            augment_stage, clock.wrap(augment_stage, splice_original)
+        )
         t0 = time.perf_counter()
         _, report = train_module.train(
             table,
@@ -153,6 +170,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
     finally:
         for name, fn in originals.items():
             setattr(train_module, name, fn)
+        augment_module.augmented_examples = splice_original  # type: ignore[assignment]
         del LitDetector.on_train_epoch_start
     fit_end = ended["fit network (Lightning)"]  # the last epoch ends with the best-weights reload
     epochs = [b - a for a, b in zip(epoch_starts, [*epoch_starts[1:], fit_end], strict=True)]
@@ -166,7 +184,10 @@ def run(args: argparse.Namespace, work: Path) -> None:
     for stage, sec, peak in marks:
         print(f"{stage:<36}{sec:>9.1f}{sec / sim_s:>12.2f}{peak:>13,.0f}")
     accounted = 0.0
-    for _, stage in stages:
+    timed = [stage for _, stage in stages]
+    if augment_stage in clock.seconds:
+        timed.insert(3, augment_stage)  # it runs between the features and the fit
+    for stage in timed:
         sec = clock.seconds[stage]
         accounted += sec
         print(f"{stage:<36}{sec:>9.1f}{sec / sim_s:>12.2f}{peaks.get(stage, 0):>13,.0f}")
