@@ -185,7 +185,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
         print(f"{stage:<36}{sec:>9.1f}{sec / sim_s:>12.2f}{peak:>13,.0f}")
     accounted = 0.0
     timed = [stage for _, stage in stages]
-    if augment_stage in clock.seconds:
+    if augment_stage in peaks:  # set only when the stage ran
         timed.insert(3, augment_stage)  # it runs between the features and the fit
     for stage in timed:
         sec = clock.seconds[stage]
