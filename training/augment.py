@@ -14,8 +14,9 @@ diluted kind still sees diluted accounts (the leave-one-kind-out run for ``slow_
 measures exactly that).
 
 What a spliced account is. The organic account's events, in order and unchanged, with ``k``
-of the donor's harvesting events inserted at random positions (``k = round(share * n)``,
-at least ``min_harvest``; ``share`` drawn log-uniformly from ``shares``). An inserted
+of the donor's harvesting events inserted at random positions (``augmented_examples``
+draws ``k = round(share * n)``, at least ``min_harvest``, ``share`` log-uniform in
+``shares``). An inserted
 event keeps the donor's prompt, requested ``max_tokens``, system prompt and model, takes
 the organic account's IP and user agent (one account, one client), gets a timestamp drawn
 between its new neighbours' (so the account's pace stays the organic one), and opens its own
@@ -30,7 +31,8 @@ extractor it is given), the network, or where the accounts come from; the caller
 Example::
 
     rng = np.random.default_rng(0)
-    acc, emb, y = splice(organic, organic_emb, donor, donor_emb, donor_y, 0.05, rng)
+    made = splice(organic, organic_emb, donor, donor_emb, donor_y, 4, rng)
+    made.account, made.emb, made.prompt_y   # 4 harvesting events inserted
 """
 
 from __future__ import annotations
@@ -70,25 +72,23 @@ def splice(
     donor: AccountEvents,
     donor_emb: np.ndarray,
     donor_prompt_y: np.ndarray,
-    share: float,
+    k: int,
     rng: np.random.Generator,
     *,
-    min_harvest: int = 2,
     account_id: str | None = None,
 ) -> Splice:
-    """``organic`` with ``round(share * n)`` (at least ``min_harvest``) of ``donor``'s
-    harvesting events inserted, in the donor's order (see the module docstring).
+    """``organic`` with ``k`` of ``donor``'s harvesting events inserted, in the donor's
+    order (see the module docstring).
 
-    Raises ``ValueError`` when the donor has fewer harvesting prompts than that, or when the
-    inputs' lengths disagree.
+    Raises ``ValueError`` when ``k`` < 1, when the donor has fewer than ``k`` harvesting
+    prompts, or when the inputs' lengths disagree.
     """
     n = len(organic)
     if organic_emb.shape[0] != n or not donor_emb.shape[0] == len(donor) == len(donor_prompt_y):
         raise ValueError("splice: embeddings and prompt labels must match their accounts")
-    if not 0.0 < share < 1.0:
-        raise ValueError(f"splice: share must be in (0, 1), got {share}")
+    if k < 1:
+        raise ValueError(f"splice: k must be at least 1, got {k}")
     harvest = np.flatnonzero(np.asarray(donor_prompt_y) > 0.5)
-    k = max(min_harvest, round(share * n))
     if len(harvest) < k:
         raise ValueError(f"splice: the donor has {len(harvest)} harvesting prompts, {k} needed")
     picked = np.sort(rng.choice(harvest, size=k, replace=False))
@@ -110,11 +110,8 @@ def splice(
     ts = np.maximum.accumulate(ts)  # equal neighbours or rounding keep the order
 
     def merged(own: Sequence, theirs: Sequence) -> list:
-        out: list = [None] * total
         own_it, their_it = iter(own), iter(theirs)
-        for i in range(total):
-            out[i] = next(their_it) if is_new[i] else next(own_it)
-        return out
+        return [next(their_it) if new else next(own_it) for new in is_new]
 
     new_conv = [f"aug-{donor.account_id}-{int(i)}" for i in picked]
     client_ip = [organic.ip[min(s, n - 1)] for s in slots]
@@ -160,17 +157,18 @@ def augmented_examples(
     if len(accounts) != len(examples):
         raise ValueError("augmented_examples: accounts and examples must be aligned")
     covers = [i for i, e in enumerate(examples) if e.label == 0 and len(e) >= min_events]
-    donors = [
-        i
-        for i, e in enumerate(examples)
-        if e.label == 1
-        and e.prompt_y is not None
-        and not np.isnan(e.prompt_y).any()
-        and int((e.prompt_y > 0.5).sum()) >= min_harvest
-    ]
+    donors: list[int] = []
+    counts: list[int] = []  # each donor's harvesting prompts
+    for i, e in enumerate(examples):
+        if e.label != 1 or e.prompt_y is None or np.isnan(e.prompt_y).any():
+            continue
+        h = int(np.sum(e.prompt_y > 0.5))
+        if h >= min_harvest:
+            donors.append(i)
+            counts.append(h)
     if n <= 0 or not covers or not donors:
         return []
-    n_harvest = np.array([int(np.sum(np.asarray(examples[i].prompt_y) > 0.5)) for i in donors])
+    n_harvest = np.array(counts)
     rng = np.random.default_rng(seed)
     out: list[AccountExample] = []
     for j in range(n):
@@ -186,9 +184,8 @@ def augmented_examples(
             donor,
             donor_ex.emb,
             donor_ex.prompt_y,  # type: ignore[arg-type]
-            min(k / len(cover), 0.999),
+            k,
             rng,
-            min_harvest=min_harvest,
             account_id=f"aug-{j}:{cover.account_id}+{donor.account_id}",
         )
         feats, state = extractor.transform(made.account, made.emb.astype(np.float32))

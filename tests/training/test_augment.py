@@ -47,7 +47,7 @@ def _pair(n_organic: int = 40, n_donor: int = 30):
 
 def test_splice_keeps_the_organic_stream_and_inserts_only_harvesting_prompts() -> None:
     organic, org_emb, donor, donor_emb, donor_y = _pair()
-    made = splice(organic, org_emb, donor, donor_emb, donor_y, 0.1, np.random.default_rng(3))
+    made = splice(organic, org_emb, donor, donor_emb, donor_y, 4, np.random.default_rng(3))
     acc, y = made.account, made.prompt_y
     assert len(acc) == len(organic) + 4 and int(y.sum()) == 4
     kept = y == 0
@@ -72,11 +72,11 @@ def test_splice_refuses_what_it_cannot_make() -> None:
     organic, org_emb, donor, donor_emb, donor_y = _pair(n_donor=3)  # 2 harvesting prompts
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="2 harvesting prompts, 4 needed"):
-        splice(organic, org_emb, donor, donor_emb, donor_y, 0.1, rng)
-    with pytest.raises(ValueError, match="share"):
-        splice(organic, org_emb, donor, donor_emb, donor_y, 0.0, rng)
+        splice(organic, org_emb, donor, donor_emb, donor_y, 4, rng)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        splice(organic, org_emb, donor, donor_emb, donor_y, 0, rng)
     with pytest.raises(ValueError, match="must match"):
-        splice(organic, org_emb[:-1], donor, donor_emb, donor_y, 0.05, rng)
+        splice(organic, org_emb[:-1], donor, donor_emb, donor_y, 2, rng)
 
 
 def test_shares_are_log_uniform_within_the_range() -> None:
