@@ -5,8 +5,11 @@ the account label, so that early positions learn to flag (positions of a harvest
 before its first known harvesting prompt are left out: nothing tells them apart yet), plus
 the last position's loss, with the positive class re-weighted for imbalance; and, with the
 network's prompt head, ``prompt_weight`` times the cross-entropy of each prompt whose label
-is known (harvesting or organic), re-weighted by ``prompt_pos_weight``. What it does not
-know: data, files, thresholds.
+is known (harvesting or organic), re-weighted by ``prompt_pos_weight``. With
+``content_dropout`` p, each training stream has its prompt embeddings zeroed with
+probability p, so the network must also tell harvesting from behaviour and phrasing alone,
+not only from what the prompts are about (validation always sees the embeddings). What it
+does not know: data, files, thresholds.
 """
 
 from __future__ import annotations
@@ -28,12 +31,16 @@ class LitDetector(L.LightningModule):
         last_weight: float = 1.0,
         prompt_weight: float = 1.0,
         prompt_pos_weight: float = 1.0,
+        content_dropout: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.lr, self.weight_decay = lr, weight_decay
         self.pos_weight, self.last_weight = pos_weight, last_weight
         self.prompt_weight, self.prompt_pos_weight = prompt_weight, prompt_pos_weight
+        if not 0.0 <= content_dropout < 1.0:
+            raise ValueError(f"content_dropout must be in [0, 1), got {content_dropout}")
+        self.content_dropout = content_dropout
         self.net = SequenceDetector(NetworkConfig.from_dict(network_config))
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -61,6 +68,10 @@ class LitDetector(L.LightningModule):
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.content_dropout > 0:
+            emb = batch["emb"]  # (B, T, D)
+            keep = torch.rand(len(emb), device=emb.device) >= self.content_dropout  # (B,)
+            batch = {**batch, "emb": emb * keep.to(emb.dtype)[:, None, None]}
         loss = self._loss(batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss

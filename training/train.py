@@ -78,6 +78,10 @@ class TrainConfig:
     #: that list ``harvest_prompts``; without them nothing is added.
     dilution_augment: float = 0.5
     dilution_shares: tuple[float, float] = (0.01, 0.3)
+    #: Probability that a training stream's prompt embeddings are zeroed for one step
+    #: (``training.lightning_module``): the network learns to judge behaviour and phrasing
+    #: without the content, for content it has never seen. 0 turns it off.
+    content_dropout: float = 0.0
     n_topics: int = 32
     features: FeatureConfig = field(default_factory=FeatureConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -108,6 +112,10 @@ class TrainConfig:
                 f"got {self.dilution_shares}"
             )
         object.__setattr__(self, "dilution_shares", (float(lo), float(hi)))
+        if not 0.0 <= self.content_dropout < 1.0:
+            raise ValueError(
+                f"TrainConfig.content_dropout must be in [0, 1), got {self.content_dropout}"
+            )
         if not self.prompt_weight >= 0:
             raise ValueError(f"TrainConfig.prompt_weight must be >= 0, got {self.prompt_weight}")
 
@@ -151,6 +159,7 @@ def _fit_network(
         last_weight=config.last_weight,
         prompt_weight=prompt_weight,
         prompt_pos_weight=prompt_pos_weight,
+        content_dropout=config.content_dropout,
     )
     gen = torch.Generator().manual_seed(config.seed)
     train_dl = DataLoader(

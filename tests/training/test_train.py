@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from model.events import AccountEvents, Event
 from training.dataset import AccountExample, group_split, prompt_labels
@@ -33,6 +34,51 @@ def test_config_validation() -> None:
         TrainConfig(target_fpr=0.0)
     with pytest.raises(ValueError, match="val_fraction"):
         TrainConfig(val_fraction=1.0)
+    with pytest.raises(ValueError, match="content_dropout"):
+        TrainConfig(content_dropout=1.0)
+    with pytest.raises(ValueError, match="content_dropout"):
+        TrainConfig(content_dropout=-0.1)
+
+
+def _batch(b: int, t: int = 5, d: int = 8, f: int = 36) -> dict[str, torch.Tensor]:
+    return {
+        "emb": torch.randn(b, t, d) + 3.0,  # no row is zero by chance
+        "feats": torch.randn(b, t, f),
+        "mask": torch.ones(b, t, dtype=torch.bool),
+        "lengths": torch.full((b,), t),
+        "labels": (torch.arange(b) % 2).float(),
+        "prompt_y": torch.zeros(b, t),
+        "prompt_mask": torch.zeros(b, t, dtype=torch.bool),
+        "position_w": torch.ones(b, t),
+    }
+
+
+def test_content_dropout_zeroes_whole_streams_in_training_only(monkeypatch) -> None:
+    from training.lightning_module import LitDetector
+
+    torch.manual_seed(0)
+    lit = LitDetector({"embed_dim": 8, "n_features": 36}, content_dropout=0.5)
+    lit.log = lambda *a, **k: None  # no trainer attached
+    seen: list[torch.Tensor] = []
+    real_loss = lit._loss
+    monkeypatch.setattr(lit, "_loss", lambda batch: seen.append(batch["emb"]) or real_loss(batch))
+    batch = _batch(400)
+    loss = lit.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    emb = seen[0]
+    zeroed = (emb == 0).all(dim=(1, 2))
+    kept = (emb == batch["emb"]).all(dim=(1, 2))
+    assert bool((zeroed | kept).all())  # a stream loses all of its embeddings or none
+    assert 150 < int(zeroed.sum()) < 250  # about half of 400
+    lit.validation_step(batch, 0)
+    assert torch.equal(seen[1], batch["emb"])  # validation sees every embedding
+    off = LitDetector({"embed_dim": 8, "n_features": 36})
+    off.log = lit.log
+    monkeypatch.setattr(off, "_loss", lambda batch: seen.append(batch["emb"]) or real_loss(batch))
+    off.training_step(batch, 0)
+    assert torch.equal(seen[2], batch["emb"])
+    with pytest.raises(ValueError, match="content_dropout"):
+        LitDetector({"embed_dim": 8, "n_features": 36}, content_dropout=1.0)
 
 
 def _account(prompts: list[str]) -> AccountEvents:
