@@ -113,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         "with harvest_prompts; 0 turns it off; default 0.5, as the shipped model)",
     )
     p.add_argument(
+        "--content-dropout",
+        type=float,
+        default=None,
+        metavar="P",
+        help="zero a training stream's prompt embeddings with probability P at each step, so "
+        "the model also judges behaviour and phrasing without the content (0 turns it off; "
+        "default: the TrainConfig default)",
+    )
+    p.add_argument(
         "--embedder",
         default=None,
         help="sentence-transformers model path or name (default: bundled all-MiniLM-L6-v2)",
@@ -266,6 +275,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         val_fraction=a.val_fraction,
         fleets=a.fleets,
         **({} if a.dilution_augment is None else {"dilution_augment": a.dilution_augment}),
+        **({} if a.content_dropout is None else {"content_dropout": a.content_dropout}),
     )
     table = api.read_events(a.events, on_error=a.on_error)
     _report_skips(table.stats)

@@ -239,7 +239,16 @@ def test_simulate_writes_contract_files(tmp_path) -> None:
     assert main(["simulate", "--accounts", "0", "--seed", "1", "--out", str(tmp_path)]) == 2
 
 
-def test_train_rejects_a_bad_augmentation_setting_before_any_work(tmp_path, sim_dir, capsys):
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--dilution-augment", "-1", "dilution_augment must be in [0, 10]"),
+        ("--content-dropout", "1.0", "content_dropout must be in [0, 1)"),
+    ],
+)
+def test_train_rejects_a_bad_augmentation_setting_before_any_work(
+    tmp_path, sim_dir, capsys, flag, value, message
+):
     code = main(
         [
             "train",
@@ -249,10 +258,10 @@ def test_train_rejects_a_bad_augmentation_setting_before_any_work(tmp_path, sim_
             str(sim_dir / "labels.jsonl"),
             "--out",
             str(tmp_path / "m"),
-            "--dilution-augment",
-            "-1",
+            flag,
+            value,
         ]
     )
     assert code == 2
-    assert "dilution_augment must be in [0, 10]" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
