@@ -18,10 +18,10 @@ Printed and written to ``OUT/fleets.json`` per simulation: AUROC and recall of t
 accounts after fleet evidence, hydra-fleet recall at the model's threshold, the ARI
 overall and per harvesting kind, organic accounts in any fleet and in flagged fleets, and
 how each campaign's accounts fall into fleets. ``--save DIR`` writes the model with its
-fleet stage. Usage::
+fleet stage; ``--fit-only`` fits and saves without judging. Usage::
 
     python -m training.fleet_heldout --corpora ../shared/corpora --out runs/fleets \\
-        [--model model/default] [--cache FILE] [--save DIR]
+        [--model model/default] [--cache FILE] [--save DIR] [--fit-only]
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     results: dict[str, Any] = {"model": str(model_path), "sims": {}}
-    for name, seed in FLEET_SIMS:
+    for name, seed in () if args.fit_only else FLEET_SIMS:
         events, label_file = simulate_fleets(
             corpora, args.out / "sims" / name, seed, args.accounts, args.campaigns
         )
@@ -140,7 +140,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"AUROC {m['auroc']:.4f}"
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fleets.json").write_text(json.dumps(results, indent=1) + "\n")
+    if not args.fit_only:
+        (args.out / "fleets.json").write_text(json.dumps(results, indent=1) + "\n")
     if args.save:
         if args.save.exists():
             shutil.rmtree(args.save)
@@ -169,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=256,
         help="labelled prompts per campaign kept for known-incident reasons (0: none)",
+    )
+    parser.add_argument(
+        "--fit-only",
+        action="store_true",
+        help="fit the fleet stage (and --save it) without judging it on the fleet simulations",
     )
     parser.add_argument("--quiet", action="store_true")
     return parser
