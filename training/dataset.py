@@ -11,7 +11,7 @@ What it does not know: the network or the training loop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -154,10 +154,18 @@ class SequenceDataset(Dataset):
     """Accounts as tensors (emb, feats, label, prompt labels, position weights), cropped to
     ``max_len`` events."""
 
-    def __init__(self, examples: Sequence[AccountExample], max_len: int, ramp: int = 1):
+    def __init__(
+        self,
+        examples: Sequence[AccountExample],
+        max_len: int,
+        ramp: int = 1,
+        keep_content_kinds: Collection[str] = (),
+    ):
         self.examples = list(examples)
         self.max_len = max_len
         self.ramp = ramp
+        #: kinds whose streams always keep their embeddings (exempt from content dropout)
+        self.keep_content_kinds = frozenset(keep_content_kinds)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -172,6 +180,7 @@ class SequenceDataset(Dataset):
             ex.label,
             torch.from_numpy(np.asarray(prompt_y[:n], dtype=np.float32)),
             torch.from_numpy(ex.position_weights(self.ramp)[:n]),
+            ex.kind in self.keep_content_kinds,
         )
 
 
@@ -181,6 +190,7 @@ class Item(NamedTuple):
     label: int
     prompt_y: torch.Tensor  # (T,) 1 / 0 / NaN unknown
     position_w: torch.Tensor  # (T,)
+    keep_content: bool = False  # exempt from content dropout
 
 
 def collate(batch: Sequence[Item]) -> dict[str, torch.Tensor]:
@@ -212,4 +222,5 @@ def collate(batch: Sequence[Item]) -> dict[str, torch.Tensor]:
         "prompt_y": torch.nan_to_num(prompt_y, nan=0.0),
         "prompt_mask": prompt_mask,
         "position_w": position_w,
+        "keep_content": torch.tensor([item.keep_content for item in batch], dtype=torch.bool),
     }

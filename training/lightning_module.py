@@ -71,6 +71,8 @@ class LitDetector(L.LightningModule):
         if self.content_dropout > 0:
             emb = batch["emb"]  # (B, T, D)
             keep = torch.rand(len(emb), device=emb.device) >= self.content_dropout  # (B,)
+            if "keep_content" in batch:  # streams exempt from dropout (e.g. spliced ones)
+                keep = keep | batch["keep_content"]
             batch = {**batch, "emb": emb * keep.to(emb.dtype)[:, None, None]}
         loss = self._loss(batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))

@@ -81,6 +81,41 @@ def test_content_dropout_zeroes_whole_streams_in_training_only(monkeypatch) -> N
         LitDetector({"embed_dim": 8, "n_features": 36}, content_dropout=1.0)
 
 
+def test_streams_marked_keep_content_are_exempt_from_content_dropout(monkeypatch) -> None:
+    from training.augment import KIND
+    from training.dataset import SequenceDataset, collate
+    from training.lightning_module import LitDetector
+
+    def example(i: int, kind: str) -> AccountExample:
+        rng = np.random.default_rng(i)
+        return AccountExample(
+            account_id=f"a{i}",
+            emb=(rng.normal(size=(4, 8)) + 3).astype(np.float16),
+            feats=rng.normal(size=(4, 36)).astype(np.float32),
+            label=1,
+            kind=kind,
+            campaign=None,
+            state=None,  # type: ignore[arg-type]  # not read here
+            prompt_y=np.ones(4, dtype=np.float32),
+        )
+
+    examples = [example(i, KIND if i % 2 else "cot_harvest") for i in range(200)]
+    ds = SequenceDataset(examples, max_len=16, keep_content_kinds=(KIND,))
+    batch = collate([ds[i] for i in range(len(ds))])
+    assert batch["keep_content"].tolist() == [bool(i % 2) for i in range(200)]
+    assert not collate([SequenceDataset(examples, 16)[1]])["keep_content"].any()
+    torch.manual_seed(0)
+    lit = LitDetector({"embed_dim": 8, "n_features": 36}, content_dropout=0.9)
+    lit.log = lambda *a, **k: None
+    seen: list[torch.Tensor] = []
+    real_loss = lit._loss
+    monkeypatch.setattr(lit, "_loss", lambda b: seen.append(b["emb"]) or real_loss(b))
+    lit.training_step(batch, 0)
+    zeroed = (seen[0] == 0).all(dim=(1, 2))
+    assert not zeroed[1::2].any()  # every spliced stream kept its embeddings
+    assert int(zeroed[0::2].sum()) > 70  # about 90 of the 100 others lost theirs
+
+
 def _account(prompts: list[str]) -> AccountEvents:
     return AccountEvents.from_events([Event("a", float(i), p) for i, p in enumerate(prompts)])
 
@@ -104,7 +139,7 @@ def test_cover_traffic_before_the_first_harvesting_prompt_is_not_taught_as_harve
             label,
             "k",
             None,
-            state=None,
+            state=None,  # type: ignore[arg-type]  # not read here
             prompt_y=prompt_y,  # type: ignore[arg-type]
         )
 
