@@ -53,15 +53,23 @@ def _batch(b: int, t: int = 5, d: int = 8, f: int = 36) -> dict[str, torch.Tenso
     }
 
 
+def _watched_lit(monkeypatch, seen: list[torch.Tensor], **kwargs: float):
+    """A small LitDetector whose ``_loss`` records the embeddings it is given in ``seen``."""
+    from training.lightning_module import LitDetector
+
+    lit = LitDetector({"embed_dim": 8, "n_features": 36}, **kwargs)
+    lit.log = lambda *a, **k: None  # no trainer attached
+    real_loss = lit._loss
+    monkeypatch.setattr(lit, "_loss", lambda batch: seen.append(batch["emb"]) or real_loss(batch))
+    return lit
+
+
 def test_content_dropout_zeroes_whole_streams_in_training_only(monkeypatch) -> None:
     from training.lightning_module import LitDetector
 
     torch.manual_seed(0)
-    lit = LitDetector({"embed_dim": 8, "n_features": 36}, content_dropout=0.5)
-    lit.log = lambda *a, **k: None  # no trainer attached
     seen: list[torch.Tensor] = []
-    real_loss = lit._loss
-    monkeypatch.setattr(lit, "_loss", lambda batch: seen.append(batch["emb"]) or real_loss(batch))
+    lit = _watched_lit(monkeypatch, seen, content_dropout=0.5)
     batch = _batch(400)
     loss = lit.training_step(batch, 0)
     assert torch.isfinite(loss)
@@ -72,10 +80,7 @@ def test_content_dropout_zeroes_whole_streams_in_training_only(monkeypatch) -> N
     assert 150 < int(zeroed.sum()) < 250  # about half of 400
     lit.validation_step(batch, 0)
     assert torch.equal(seen[1], batch["emb"])  # validation sees every embedding
-    off = LitDetector({"embed_dim": 8, "n_features": 36})
-    off.log = lit.log
-    monkeypatch.setattr(off, "_loss", lambda batch: seen.append(batch["emb"]) or real_loss(batch))
-    off.training_step(batch, 0)
+    _watched_lit(monkeypatch, seen).training_step(batch, 0)  # dropout off by default
     assert torch.equal(seen[2], batch["emb"])
     with pytest.raises(ValueError, match="content_dropout"):
         LitDetector({"embed_dim": 8, "n_features": 36}, content_dropout=1.0)
@@ -84,7 +89,6 @@ def test_content_dropout_zeroes_whole_streams_in_training_only(monkeypatch) -> N
 def test_streams_marked_keep_content_are_exempt_from_content_dropout(monkeypatch) -> None:
     from training.augment import KIND
     from training.dataset import SequenceDataset, collate
-    from training.lightning_module import LitDetector
 
     def example(i: int, kind: str) -> AccountExample:
         rng = np.random.default_rng(i)
@@ -105,12 +109,8 @@ def test_streams_marked_keep_content_are_exempt_from_content_dropout(monkeypatch
     assert batch["keep_content"].tolist() == [bool(i % 2) for i in range(200)]
     assert not collate([SequenceDataset(examples, 16)[1]])["keep_content"].any()
     torch.manual_seed(0)
-    lit = LitDetector({"embed_dim": 8, "n_features": 36}, content_dropout=0.9)
-    lit.log = lambda *a, **k: None
     seen: list[torch.Tensor] = []
-    real_loss = lit._loss
-    monkeypatch.setattr(lit, "_loss", lambda b: seen.append(b["emb"]) or real_loss(b))
-    lit.training_step(batch, 0)
+    _watched_lit(monkeypatch, seen, content_dropout=0.9).training_step(batch, 0)
     zeroed = (seen[0] == 0).all(dim=(1, 2))
     assert not zeroed[1::2].any()  # every spliced stream kept its embeddings
     assert int(zeroed[0::2].sum()) > 70  # about 90 of the 100 others lost theirs
