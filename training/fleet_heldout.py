@@ -34,13 +34,16 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model.embedder import offline_hub
 from model.events import EventError, read_events
 from training.heldout import Protocol, cap_events, load_simulation, merge_simulations
 from training.labels import read_labels
 from training.simulator import run_simulate
+
+if TYPE_CHECKING:
+    from model.scorer import Detector
 
 EXIT_BAD_INPUT = 2
 #: (name, seed) of the fleet simulations; the first is for development.
@@ -83,7 +86,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from model.fleet_model import FleetModel
     from model.model_dir import build_embedder, default_model_path, load_model
     from training.dataset import embed_table, join_labels
-    from training.evaluate import evaluate_rows, score_labelled
 
     corpora = args.corpora.resolve()
     if not corpora.is_dir():
@@ -110,7 +112,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     results: dict[str, Any] = {"model": str(model_path), "sims": {}}
-    for name, seed in () if args.fit_only else FLEET_SIMS:
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.fit_only:
+        results["sims"] = judge_on_fleet_sims(detector, corpora, args)
+        (args.out / "fleets.json").write_text(json.dumps(results, indent=1) + "\n")
+    if args.save:
+        if args.save.exists():
+            shutil.rmtree(args.save)
+        shutil.copytree(model_path, args.save)
+        detector.fleet_model.save(args.save)
+        print(f"wrote the model with its fleet stage to {args.save}", file=sys.stderr)
+    return results
+
+
+def judge_on_fleet_sims(
+    detector: Detector, corpora: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Figures of ``detector`` (fleet stage fitted) on each of :data:`FLEET_SIMS`, by name."""
+    from training.evaluate import evaluate_rows, score_labelled
+
+    out: dict[str, Any] = {}
+    for name, seed in FLEET_SIMS:
         events, label_file = simulate_fleets(
             corpora, args.out / "sims" / name, seed, args.accounts, args.campaigns
         )
@@ -118,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows = score_labelled(detector, sim, read_labels(label_file)[0], progress=not args.quiet)
         m = evaluate_rows(rows, detector.threshold)
         fleets = m.get("fleets") or {}
-        results["sims"][name] = {
+        out[name] = {
             "seed": seed,
             "accounts": args.accounts,
             "campaigns": args.campaigns,
@@ -132,23 +154,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         print(
             f"{name} (seed {seed}): hydra recall@thr "
-            f"{results['sims'][name]['hydra_recall_at_threshold']:.3f}, ARI "
+            f"{out[name]['hydra_recall_at_threshold']:.3f}, ARI "
             f"{fleets.get('adjusted_rand_index', float('nan')):.3f} (hydra "
             f"{fleets.get('adjusted_rand_index_by_kind', {}).get('hydra_fleet', float('nan')):.3f})"
             f", organic in fleets {fleets.get('organic_in_fleets', float('nan')):.3%}, in "
             f"flagged fleets {fleets.get('organic_in_flagged_fleets', float('nan')):.3%}, "
             f"AUROC {m['auroc']:.4f}"
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    if not args.fit_only:
-        (args.out / "fleets.json").write_text(json.dumps(results, indent=1) + "\n")
-    if args.save:
-        if args.save.exists():
-            shutil.rmtree(args.save)
-        shutil.copytree(model_path, args.save)
-        detector.fleet_model.save(args.save)
-        print(f"wrote the model with its fleet stage to {args.save}", file=sys.stderr)
-    return results
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
