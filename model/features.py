@@ -77,12 +77,27 @@ FEATURE_NAMES: tuple[str, ...] = (
     "same_conversation",
     "near_duplicate",
     "share_near_duplicate",
+    # context reuse (FeatureConfig.context_reuse; last, so that models without them read
+    # the leading columns)
+    "context_reused",
+    "log_context_reused",
+    "share_context_resent",
 )
 N_FEATURES = len(FEATURE_NAMES)
+#: The features of :attr:`FeatureConfig.context_reuse`, the last columns of FEATURE_NAMES.
+CONTEXT_FEATURES: tuple[str, ...] = FEATURE_NAMES[-3:]
 _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 LONG_DOC_CHARS = 3_000
 MAX_WRAPPER_KEYS = 8_192  # per account; bounds the state of very long streams
+#: Passages of a prompt that context reuse compares: sentences and lines of at least this
+#: many characters, in prompts of at least CONTEXT_MIN_PROMPT characters.
+CONTEXT_MIN_PASSAGE = 40
+CONTEXT_MIN_PROMPT = 200
+#: Characters of earlier-sent passages that make a prompt count as re-sending a document.
+CONTEXT_RESENT_CHARS = 1_000
+MAX_CONTEXT_KEYS = 16_384  # passages remembered per account (the oldest are forgotten)
+_PASSAGE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+|\n+")
 # Words, numbers and single symbols. The letters are what ``[a-z]`` matches with IGNORECASE
 # (the tests check it), spelled out because a case-folding scan is slower.
 _LETTERS = "a-zA-Z\u0130\u0131\u017f\u212a"
@@ -99,6 +114,10 @@ class FeatureConfig:
     skeleton_words: int = 8  # words at each end of a prompt that form its wrapper key
     near_duplicate_sim: float = 0.92
     gap_window: int = 16
+    #: Compute the context-reuse features (CONTEXT_FEATURES): how much of a prompt repeats
+    #: passages the account already sent in another conversation. Model directories from
+    #: before they existed read as False and get the features without them.
+    context_reuse: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.window <= 4096:
@@ -109,13 +128,22 @@ class FeatureConfig:
             raise ValueError("FeatureConfig.near_duplicate_sim must be in (0, 1]")
         if self.gap_window < 2:
             raise ValueError("FeatureConfig.gap_window must be >= 2")
+        if not isinstance(self.context_reuse, bool):
+            raise ValueError(
+                f"FeatureConfig.context_reuse must be true or false, got {self.context_reuse!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # flat: no deep copy
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The features this configuration computes, in column order."""
+        return FEATURE_NAMES if self.context_reuse else FEATURE_NAMES[: -len(CONTEXT_FEATURES)]
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
-        return cls(**d)
+        return cls(**{"context_reuse": False, **d})  # saved before context reuse existed
 
 
 def stable_hash(words: tuple[str, ...]) -> int:
@@ -162,6 +190,22 @@ def _keys(head: list[str], tail: list[str], n_words: int) -> tuple[int, int]:
     return stable_hash(("h", *head[:n_words])), stable_hash(("t", *tail[-n_words:]))
 
 
+def passage_keys(scanned: str) -> tuple[tuple[int, int], ...]:
+    """``(hash, characters)`` of the sentences and lines of a :func:`scan_text` result that
+    context reuse compares (at least CONTEXT_MIN_PASSAGE characters; none for a prompt under
+    CONTEXT_MIN_PROMPT). The same document pasted around a different question gives the
+    same keys, wherever the question goes."""
+    if len(scanned) < CONTEXT_MIN_PROMPT:
+        return ()
+    out = []
+    for part in _PASSAGE_SPLIT_RE.split(scanned):
+        part = part.strip()
+        if len(part) >= CONTEXT_MIN_PASSAGE:
+            digest = hashlib.blake2b(part.encode(), digest_size=8).digest()
+            out.append((int.from_bytes(digest, "big") >> 1, len(part)))
+    return tuple(out)
+
+
 @dataclass
 class TextFlags:
     """Lexical facts of one prompt (cheap; no embedding needed)."""
@@ -191,13 +235,15 @@ class TextFacts(NamedTuple):
     code: bool
     math: bool
     wrapper: tuple[int, int] | None  # (head, tail) keys of :func:`wrapper_keys`
+    passages: tuple[tuple[int, int], ...] = ()  # :func:`passage_keys`, when asked for
 
     @classmethod
-    def of(cls, text: str, n_words: int = 8) -> TextFacts:
+    def of(cls, text: str, n_words: int = 8, passages: bool = False) -> TextFacts:
         scanned = scan_text(text)  # lower-cased once for the lexicons and the wrapper keys
         elicitation, rubric, answer_format, code, math_ = _LEXICONS.search(scanned)
         wrapper = _scanned_wrapper_keys(scanned, n_words)
-        return cls(len(text), elicitation, rubric, answer_format, code, math_, wrapper)
+        keys = passage_keys(scanned) if passages else ()
+        return cls(len(text), elicitation, rubric, answer_format, code, math_, wrapper, keys)
 
 
 @dataclass
@@ -216,6 +262,8 @@ class FeatureState:
     n_emb: int = 0
     head_keys: dict[int, int] = field(default_factory=dict)  # wrapper key → prompts using it
     tail_keys: dict[int, int] = field(default_factory=dict)
+    #: passage key → the conversation that first sent it (insertion order: oldest first)
+    context_keys: dict[int, int] = field(default_factory=dict)
     conv_turns: dict[str, int] = field(default_factory=dict)
     topic_counts: Any = None  # (K,) prompts per topic
     counts: dict[str, float] = field(default_factory=dict)
@@ -244,6 +292,7 @@ class FeatureState:
             "max_tokens_sum",
             "topics_covered",
             "topic_clogc",
+            "context_resent",
         ):
             self.counts.setdefault(key, 0.0)
 
@@ -280,6 +329,7 @@ class FeatureState:
             "recent_emb": self.recent_emb[: min(self.n_emb, self.config.window) if ring else 0],
             "head_keys": _key_counts(self.head_keys),
             "tail_keys": _key_counts(self.tail_keys),
+            "context_keys": _key_counts(self.context_keys),
             "topic_counts": self.topic_counts,
         }
         return pack(_STATE_MAGIC, _STATE_VERSION, meta, arrays)
@@ -329,6 +379,7 @@ class FeatureState:
                 recent_emb=emb,
                 head_keys=dict(z["head_keys"].tolist()),
                 tail_keys=dict(z["tail_keys"].tolist()),
+                context_keys=dict(z["context_keys"].tolist()) if "context_keys" in z else {},
                 topic_counts=z["topic_counts"].astype(np.float64),
                 conv_turns=dict(meta.pop("conv_turns")),
                 **meta,
@@ -412,6 +463,15 @@ class FeatureExtractor:
     def n_topics(self) -> int:
         return int(self.topic_centroids.shape[0])
 
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The columns :meth:`transform` returns (:attr:`FeatureConfig.names`)."""
+        return self.config.names
+
+    @property
+    def n_features(self) -> int:
+        return len(self.config.names)
+
     def new_state(self) -> FeatureState:
         return FeatureState(config=self.config, n_topics=self.n_topics, dim=self.dim)
 
@@ -426,12 +486,15 @@ class FeatureExtractor:
         if len(account) != len(embeddings):
             raise ValueError(f"{len(account)} events but {len(embeddings)} embeddings")
         state = state if state is not None else self.new_state()
-        n_words = self.config.skeleton_words
-        facts = [TextFacts.of(text, n_words) for text in account.prompts]
+        n_words, passages = self.config.skeleton_words, self.config.context_reuse
+        facts = [TextFacts.of(text, n_words, passages) for text in account.prompts]
         with one_thread():  # many tiny products: threads only add waiting
             topics = self._topics(embeddings)
             rows = self._extend(state, account, embeddings, topics, facts)
-        return np.array(rows, dtype=np.float32).reshape(len(account), N_FEATURES), state
+        feats = np.array(rows, dtype=np.float32).reshape(len(account), N_FEATURES)
+        if not passages:
+            feats = np.ascontiguousarray(feats[:, : self.n_features])
+        return feats, state
 
     def _topics(self, embeddings: np.ndarray) -> list[int]:
         if len(embeddings) == 0:
@@ -465,6 +528,8 @@ class FeatureExtractor:
         gaps = s.recent_log_gaps
         conv_turns = s.conv_turns
         head_keys, tail_keys = s.head_keys, s.tail_keys
+        context_keys = s.context_keys
+        context_reuse = cfg.context_reuse
         ts_in_order = _is_sorted(recent_ts)
         max_tokens = acc.max_tokens.tolist()
         script_ua: dict[str, bool] = {}
@@ -553,6 +618,23 @@ class FeatureExtractor:
                 row[idx["template_reused"]] = reused
                 c["template"] += reused
 
+                if context_reuse:  # passages this account already sent in another conversation
+                    own = _conversation_key(conv, n_prev)
+                    reused_chars = 0
+                    for key, length in fact.passages:  # against what came before this prompt
+                        origin = context_keys.get(key, own)
+                        if origin != own:
+                            reused_chars += length
+                    for key, _ in fact.passages:
+                        if key not in context_keys:
+                            if len(context_keys) >= MAX_CONTEXT_KEYS:
+                                del context_keys[next(iter(context_keys))]
+                            context_keys[key] = own
+                    resent = reused_chars >= CONTEXT_RESENT_CHARS
+                    row[idx["context_reused"]] = min(reused_chars / max(chars, 1), 1.0)
+                    row[idx["log_context_reused"]] = math.log1p(reused_chars) / 10.0
+                    c["context_resent"] += resent
+
                 # topics
                 topic = topics[t]
                 ct = float(topic_counts[topic])
@@ -593,12 +675,20 @@ class FeatureExtractor:
                 row[idx["share_rubric"]] = c["rubric"] / n
                 row[idx["share_answer_format"]] = c["answer_format"] / n
                 row[idx["share_near_duplicate"]] = c["near_dup"] / n
+                row[idx["share_context_resent"]] = c["context_resent"] / n
                 row[idx["log_position"]] = math.log1p(n) / log1p_max_position
                 s.last_ts = ts
                 rows.append(row)
         finally:
             s.topic_counts[:] = topic_counts
         return rows
+
+
+def _conversation_key(conversation: str | None, position: int) -> int:
+    """A conversation as an int key; an event without one is a conversation of its own."""
+    if conversation is None:
+        return -1 - position
+    return stable_hash(("c", conversation))
 
 
 def _is_sorted(values: deque[float]) -> bool:

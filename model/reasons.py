@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from model.features import FeatureState
+from model.features import CONTEXT_RESENT_CHARS, FeatureState
 
 #: Statistics with the direction that looks like harvesting (+1: high is suspicious).
 STAT_NAMES: tuple[str, ...] = (
@@ -31,6 +31,7 @@ STAT_NAMES: tuple[str, ...] = (
     "events_per_active_hour",
     "topics_covered",
     "share_long_document",
+    "share_context_resent",
     "round_the_clock",
     "harvest_prompts",
 )
@@ -67,6 +68,8 @@ def account_stats(state: FeatureState, prompt_count: float | None = None) -> dic
         "topics_covered": float((state.topic_counts > 0).sum()),
         "n_topics": float(len(state.topic_counts)),
         "share_long_document": c["long"] / n,
+        "share_context_resent": c["context_resent"] / n,  # 0 without context reuse
+        "context_resent_prompts": c["context_resent"],
         "round_the_clock": 1.0 - math.hypot(state.hour_cos, state.hour_sin) / n
         if state.n >= 10
         else 0.0,
@@ -116,6 +119,12 @@ def _describe(name: str, s: Mapping[str, float], digits: int = 0) -> str:
         return f"prompts span {int(s[name])} of {int(s['n_topics'])} topic clusters"
     if name == "share_long_document":
         return f"long documents (> 3,000 chars) in {_pct(s[name], digits)} of prompts"
+    if name == "share_context_resent":
+        return (
+            f"{int(s['context_resent_prompts'])} of {n} prompts re-send at least "
+            f"{CONTEXT_RESENT_CHARS:,} characters the account already sent in another "
+            "conversation (the same documents, new questions)"
+        )
     if name == "round_the_clock":
         return "activity spread around the clock, not in one person's waking hours"
     if name == "harvest_prompts":

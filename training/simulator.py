@@ -960,9 +960,19 @@ class _Builder:
         p = self.pools
         docs = p.longdocs or [r.text for r in p.longctx]
         convs: list[Conv] = []
+        sent: list[str] = []
+        reuse = float(rng.uniform(0.1, 0.8))  # some writers keep coming back to one draft
         left = n
         while left > 0:
-            d = self.doc(_pick(rng, docs), 0.6)
+            if sent and rng.random() < reuse:
+                # back to a draft already sent, in a new conversation: pasted again as it
+                # was or revised (a hard negative for context reuse)
+                d = _pick(rng, sent)
+                if rng.random() < 0.5:
+                    d = self.revise(rng, d, self.doc(_pick(rng, docs), 0.6))
+            else:
+                d = self.doc(_pick(rng, docs), 0.6)
+            sent.append(d)
             if rng.random() < 0.5:
                 first = d
             else:
@@ -975,6 +985,15 @@ class _Builder:
             convs.append(conv)
             left -= len(conv)
         return convs
+
+    @staticmethod
+    def revise(rng: np.random.Generator, draft: str, other: str, share: float = 0.15) -> str:
+        """``draft`` with about ``share`` of its sentences rewritten (taken from ``other``)."""
+        sentences = re.split(r"(?<=[.!?])\s+", draft)
+        fresh = re.split(r"(?<=[.!?])\s+", other)
+        return " ".join(
+            _pick(rng, fresh) if rng.random() < share else sentence for sentence in sentences
+        )
 
     def power_user_convs(self, rng: np.random.Generator, n: int) -> list[Conv]:
         mix = _norm([0.4, 0.3, 0.08, 0.1, 0.12])

@@ -16,6 +16,7 @@ from model.features import (
     _LETTERS,
     _NUM_RE,
     _WORD_RE,
+    CONTEXT_FEATURES,
     FEATURE_NAMES,
     FeatureConfig,
     FeatureExtractor,
@@ -211,6 +212,109 @@ def test_template_reuse_and_near_duplicates_are_seen() -> None:
     assert wrapper_keys(prompts[0]) is not None
 
 
+_DOC = " ".join(
+    f"Clause {i}: the supplier delivers batch {i} within {i + 3} days of the written order."
+    for i in range(40)
+)  # about 3,300 characters of distinct sentences
+
+
+def _convs(turns: list[tuple[str, str | None]]):
+    """An account of ``(prompt, conversation_id)`` turns, a minute apart."""
+    recs = [
+        {"account_id": "a", "ts": 1.7e9 + 60.0 * i, "prompt": p, "conversation_id": c}
+        for i, (p, c) in enumerate(turns)
+    ]
+    return next(EventTable.from_records(recs).accounts())
+
+
+def _context(turns: list[tuple[str, str | None]], fx: FeatureExtractor | None = None):
+    fx = fx or _extractor()
+    acc = _convs(turns)
+    feats, state = fx.transform(acc, _emb(len(acc)))
+    return {n: feats[:, IDX[n]] for n in CONTEXT_FEATURES}, state
+
+
+def test_a_document_resent_in_new_conversations_is_context_reuse() -> None:
+    f, state = _context(
+        [
+            (f"{_DOC}\n\nWhen is batch 3 delivered?", "c1"),
+            (f"Which clause covers batch 17?\n\n{_DOC}", "c2"),  # question first
+            ("thanks, and what about weekends?", "c2"),
+            (f"Read the document and answer: who pays?\n\n{_DOC}\n\nQuestion: who pays?", None),
+        ]
+    )
+    assert f["context_reused"][0] == 0 and f["log_context_reused"][0] == 0
+    assert f["context_reused"][1] > 0.95  # all of it but the question
+    assert f["log_context_reused"][1] == pytest.approx(np.log1p(len(_DOC) - 39) / 10, abs=0.01)
+    assert f["context_reused"][2] == 0  # a short follow-up
+    assert f["context_reused"][3] > 0.9
+    np.testing.assert_allclose(f["share_context_resent"], [0, 1 / 2, 1 / 3, 2 / 4], rtol=1e-6)
+    assert state.counts["context_resent"] == 2
+
+
+def test_context_sent_again_in_the_same_conversation_is_not_reuse() -> None:
+    # clients that send the whole history each turn repeat it inside one conversation
+    f, _ = _context([(f"{_DOC}\n\nSummarise it.", "c1"), (f"{_DOC}\n\nShorter.", "c1")])
+    assert f["context_reused"].tolist() == [0, 0]
+    # events without a conversation id are each a conversation of their own
+    f, _ = _context([(f"{_DOC}\n\nSummarise it.", None), (f"{_DOC}\n\nShorter.", None)])
+    assert f["context_reused"][1] > 0.95
+
+
+def test_different_documents_in_one_wrapper_are_not_context_reuse() -> None:
+    wrapper = "You are an assistant that extracts the parties and dates from a contract. "
+    docs = [_DOC.replace("supplier", name) for name in ("Acme", "Globex", "Initech")]
+    f, _ = _context([(wrapper + d, f"c{i}") for i, d in enumerate(docs)])
+    assert f["log_context_reused"][1:].max() < np.log1p(200) / 10  # the wrapper sentence only
+    assert f["share_context_resent"].max() == 0
+
+
+def test_context_reuse_remembers_a_bounded_number_of_passages(monkeypatch) -> None:
+    import model.features as features
+
+    monkeypatch.setattr(features, "MAX_CONTEXT_KEYS", 10)
+    f, state = _context([(_DOC, "c1"), (_DOC, "c2")])
+    assert len(state.context_keys) == 10
+    assert 0 < f["context_reused"][1] < 0.5  # the 10 newest passages of the first copy only
+
+
+def test_resent_documents_become_a_reason_a_reviewer_can_check() -> None:
+    from model.reasons import OrganicReference
+
+    turns = [(f"{_DOC}\n\nWhat does clause {i} say?", f"c{i}") for i in range(4)]
+    _, state = _context([*turns, ("thanks!", "c9")])
+    stats = account_stats(state)
+    assert stats["share_context_resent"] == pytest.approx(3 / 5)
+    ref = OrganicReference.fit([{**stats, "share_context_resent": 0.0}] * 10 + [stats] * 10)
+    assert ref.reasons(stats) == []  # as common as in organic traffic: no reason
+    ref = OrganicReference.fit([{**stats, "share_context_resent": x} for x in (0.0, 0.1, 0.2)])
+    assert ref.reasons(stats) == [
+        "3 of 5 prompts re-send at least 1,000 characters the account already sent in another "
+        "conversation (the same documents, new questions) (above every organic account)"
+    ]
+
+
+def test_models_saved_without_context_reuse_get_the_features_they_were_trained_on() -> None:
+    old = FeatureConfig.from_dict({"window": 8, "skeleton_words": 8})  # a pre-0.x config
+    assert old.context_reuse is False and FeatureConfig().context_reuse is True
+    assert old.names == FEATURE_NAMES[: -len(CONTEXT_FEATURES)]
+    assert FeatureConfig.from_dict(FeatureConfig().to_dict()) == FeatureConfig()
+    rng = np.random.default_rng(0)
+    centroids = rng.normal(size=(4, 8)).astype(np.float32)
+    new_fx, old_fx = (
+        FeatureExtractor(FeatureConfig(window=8), centroids),
+        FeatureExtractor(old, centroids),
+    )
+    acc = _convs([(f"{_DOC} Q{i}?", f"c{i}") for i in range(3)])
+    new, _ = new_fx.transform(acc, _emb(3))
+    legacy, _ = old_fx.transform(acc, _emb(3))
+    assert legacy.shape == (3, old_fx.n_features) == (3, len(FEATURE_NAMES) - 3)
+    assert new.shape == (3, new_fx.n_features) == (3, len(FEATURE_NAMES))
+    np.testing.assert_array_equal(new[:, : legacy.shape[1]], legacy)
+    with pytest.raises(ValueError, match="context_reuse"):
+        FeatureConfig(context_reuse="yes")  # type: ignore[arg-type]
+
+
 def test_timing_features_tell_scripts_from_people() -> None:
     fx = _extractor()
     prompts = [f"item {i} text text text" for i in range(30)]
@@ -254,8 +358,11 @@ def _v1_bytes(state: FeatureState) -> bytes:
     return buf.getvalue()
 
 
-def _stream(n: int = 30):
+def _stream(n: int = 30, docs: bool = True):
+    """Scripted arithmetic prompts; with ``docs``, every 7th carries one document again."""
     prompts = [f"Solve step by step: what is {i} + {i * 3}? Final answer only." for i in range(n)]
+    if docs:
+        prompts[1::7] = [f"{_DOC}\n\nWhat is clause {i}?" for i in range(len(prompts[1::7]))]
     acc = _account(prompts, max_tokens=2048, conversation_id="c1", user_agent="httpx/0.27")
     return acc, _emb(n)
 
@@ -270,6 +377,8 @@ def test_state_bytes_restore_every_field() -> None:
     assert restored.counts == state.counts
     assert list(restored.conv_turns.items()) == list(state.conv_turns.items())  # eviction order
     assert restored.head_keys == state.head_keys and restored.tail_keys == state.tail_keys
+    assert list(restored.context_keys.items()) == list(state.context_keys.items())
+    assert len(state.context_keys) > 0
     assert list(restored.recent_ts) == list(state.recent_ts)
     assert list(restored.recent_log_gaps) == list(state.recent_log_gaps)
     np.testing.assert_array_equal(restored.recent_emb, state.recent_emb)
@@ -308,7 +417,7 @@ def test_ring_stored_beside_the_state_slot_by_slot_restores_it_exactly() -> None
 
 def test_version_1_states_are_still_read() -> None:
     fx = _extractor()
-    acc, emb = _stream()
+    acc, emb = _stream(docs=False)  # version 1 predates context reuse
     full, _ = fx.transform(acc, emb)
     _, state = fx.transform(acc.head(12), emb[:12])
     old = FeatureState.from_bytes(_v1_bytes(state))
@@ -353,6 +462,7 @@ _BLAS_COLUMNS = (
     "topic_entropy",
 )
 _PINNED_FEATURES_SHA = "0a9e81ecceb52e6e8e5bb6438cb9dbbb38a7049a5bd9a0a9c35c86bc00a69c05"
+_PINNED_CONTEXT_SHA = "50a8c795d3729dad0713b3301106153aaabff9837c0bd0c9ff9f592259863c9b"
 _PINNED_SUMS = {
     "max_sim_prev": 578.7282415688969,
     "mean_sim_prev": 233.22860623599263,
@@ -362,6 +472,7 @@ _PINNED_SUMS = {
     "topics_covered": 1670.3419505357742,
     "topic_entropy": 1347.6074557881802,
 }
+_UNPINNED_STATS = ("topics_covered", "share_context_resent", "context_resent_prompts")
 _PINNED_STATS_SHA = "a80184a969e281937c8a21f287aef2abbc9f58c6c3c1737a34f2cc9949a0d248"
 _PINNED_TEXT_SHA = "4430a9bcbc8abcc5c0e41ad7d93b6b5269d4c712315431dbcacb5837f7583055"
 
@@ -386,15 +497,24 @@ def test_feature_values_are_pinned(hashing_embedder) -> None:
         rows.append(feats)
         stats.append(account_stats(state))
     feats = np.vstack(rows)
-    exact = [j for j, name in enumerate(FEATURE_NAMES) if name not in _BLAS_COLUMNS]
+    exact = [
+        j
+        for j, name in enumerate(FEATURE_NAMES)
+        if name not in _BLAS_COLUMNS and name not in CONTEXT_FEATURES
+    ]
     digest = hashlib.sha256(np.ascontiguousarray(feats[:, exact]).tobytes()).hexdigest()
+    context = [FEATURE_NAMES.index(n) for n in CONTEXT_FEATURES]
+    context_digest = hashlib.sha256(np.ascontiguousarray(feats[:, context]).tobytes()).hexdigest()
     sums = {n: float(feats[:, IDX[n]].astype(np.float64).sum()) for n in _BLAS_COLUMNS}
     stats_json = json.dumps(
-        [{k: round(v, 9) for k, v in s.items() if k != "topics_covered"} for s in stats],
+        [  # the context-reuse statistics are pinned by their feature column
+            {k: round(v, 9) for k, v in s.items() if k not in _UNPINNED_STATS} for s in stats
+        ],
         sort_keys=True,
     )
-    report = f"features {digest}, sums {sums}"
+    report = f"features {digest}, context {context_digest}, sums {sums}"
     assert digest == _PINNED_FEATURES_SHA, report
+    assert context_digest == _PINNED_CONTEXT_SHA, report
     assert sums == pytest.approx(_PINNED_SUMS, rel=1e-6, abs=1e-9), report
     assert hashlib.sha256(stats_json.encode()).hexdigest() == _PINNED_STATS_SHA
 
