@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the TrainConfig default)",
     )
     p.add_argument(
+        "--no-context-reuse",
+        action="store_true",
+        help="leave out the context-reuse features (passages re-sent from the account's "
+        "other conversations), as models before them; for comparisons",
+    )
+    p.add_argument(
         "--embedder",
         default=None,
         help="sentence-transformers model path or name (default: bundled all-MiniLM-L6-v2)",
@@ -266,10 +272,12 @@ def cmd_simulate(a: argparse.Namespace) -> None:
 
 def cmd_train(a: argparse.Namespace) -> None:
     from distillwatch import api
+    from model.features import FeatureConfig
     from training.train import TrainConfig
 
     cfg = TrainConfig(
         seed=a.seed,
+        features=FeatureConfig(context_reuse=not a.no_context_reuse),
         target_fpr=a.target_fpr,
         max_epochs=a.max_epochs,
         val_fraction=a.val_fraction,

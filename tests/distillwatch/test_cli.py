@@ -265,3 +265,21 @@ def test_train_rejects_a_bad_augmentation_setting_before_any_work(
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(("flags", "context_reuse"), [([], True), (["--no-context-reuse"], False)])
+def test_train_passes_the_feature_set_on(tmp_path, sim_dir, monkeypatch, flags, context_reuse):
+    from distillwatch import api
+
+    seen = {}
+
+    def fake_train(table, labels, *, config, **kwargs):
+        seen["config"] = config
+        raise ValueError("stop here")  # the CLI's one-line error path; nothing is trained
+
+    monkeypatch.setattr(api, "train", fake_train)
+    args = ["train", "--events", str(sim_dir / "events.jsonl")]
+    args += ["--labels", str(sim_dir / "labels.jsonl"), "--out", str(tmp_path / "m"), *flags]
+    assert main(args) == 2
+    assert seen["config"].features.context_reuse is context_reuse
+    assert not (tmp_path / "m").exists()
