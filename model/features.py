@@ -119,6 +119,9 @@ class FeatureConfig:
     #: passages the account already sent in another conversation. Model directories from
     #: before they existed read as False and get the features without them.
     context_reuse: bool = True
+    #: Re-sent characters below this count as none (a fixed instruction or wrapper sentence
+    #: repeated in every prompt is template reuse, not a document sent again).
+    context_min_chars: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.window <= 4096:
@@ -129,6 +132,12 @@ class FeatureConfig:
             raise ValueError("FeatureConfig.near_duplicate_sim must be in (0, 1]")
         if self.gap_window < 2:
             raise ValueError("FeatureConfig.gap_window must be >= 2")
+        m = self.context_min_chars
+        if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m <= 1_000_000:
+            raise ValueError(
+                f"FeatureConfig.context_min_chars must be in [0, 1000000], got "
+                f"{self.context_min_chars!r}"
+            )
         if not isinstance(self.context_reuse, bool):
             raise ValueError(
                 f"FeatureConfig.context_reuse must be true or false, got {self.context_reuse!r}"
@@ -529,7 +538,7 @@ class FeatureExtractor:
         conv_turns = s.conv_turns
         head_keys, tail_keys = s.head_keys, s.tail_keys
         context_keys = s.context_keys
-        context_reuse = cfg.context_reuse
+        context_reuse, context_min_chars = cfg.context_reuse, cfg.context_min_chars
         ts_in_order = _is_sorted(recent_ts)
         max_tokens = acc.max_tokens.tolist()
         script_ua: dict[str, bool] = {}
@@ -630,6 +639,8 @@ class FeatureExtractor:
                             if len(context_keys) >= MAX_CONTEXT_KEYS:
                                 del context_keys[next(iter(context_keys))]
                             context_keys[key] = own
+                    if reused_chars < context_min_chars:
+                        reused_chars = 0
                     resent = reused_chars >= CONTEXT_RESENT_CHARS
                     row[idx["context_reused"]] = min(reused_chars / max(chars, 1), 1.0)
                     row[idx["log_context_reused"]] = math.log1p(reused_chars) / 10.0

@@ -269,6 +269,21 @@ def test_different_documents_in_one_wrapper_are_not_context_reuse() -> None:
     assert f["share_context_resent"].max() == 0
 
 
+def test_a_repeated_instruction_under_the_minimum_is_not_context_reuse() -> None:
+    wrapper = "You are an assistant that extracts the parties and dates from a contract. "
+    turns = [(wrapper + _DOC, "c1"), (wrapper + _DOC.replace("supplier", "Globex"), "c2")]
+    turns.append((f"{_DOC}\n\nWho delivers?", "c3"))
+    rng = np.random.default_rng(0)
+    centroids = rng.normal(size=(4, 8)).astype(np.float32)
+    for min_chars, wrapper_counts in ((0, True), (500, False)):
+        fx = FeatureExtractor(FeatureConfig(window=8, context_min_chars=min_chars), centroids)
+        f, _ = _context(turns, fx)
+        assert bool(f["log_context_reused"][1] > 0) is wrapper_counts
+        assert f["context_reused"][2] > 0.95  # the document of the first prompt
+    with pytest.raises(ValueError, match="context_min_chars"):
+        FeatureConfig(context_min_chars=-1)
+
+
 def test_context_reuse_remembers_a_bounded_number_of_passages(monkeypatch) -> None:
     import model.features as features
 
