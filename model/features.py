@@ -82,10 +82,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "context_reused",
     "log_context_reused",
     "share_context_resent",
+    "log_context_sources",
 )
 N_FEATURES = len(FEATURE_NAMES)
 #: The features of :attr:`FeatureConfig.context_reuse`, the last columns of FEATURE_NAMES.
-CONTEXT_FEATURES: tuple[str, ...] = FEATURE_NAMES[-3:]
+CONTEXT_FEATURES: tuple[str, ...] = FEATURE_NAMES[-4:]
 _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 LONG_DOC_CHARS = 3_000
@@ -98,6 +99,7 @@ CONTEXT_MIN_PROMPT = 200
 #: Characters of earlier-sent passages that make a prompt count as re-sending a document.
 CONTEXT_RESENT_CHARS = 1_000
 MAX_CONTEXT_KEYS = 16_384  # passages remembered per account (the oldest are forgotten)
+MAX_CONTEXT_SOURCES = 4_096  # conversations counted as sources of re-sent context
 _PASSAGE_SPLIT_RE = re.compile(r"[.!?\n]\s*")  # a third of the time of a sentence lookbehind
 # Words, numbers and single symbols. The letters are what ``[a-z]`` matches with IGNORECASE
 # (the tests check it), spelled out because a case-folding scan is slower.
@@ -274,6 +276,9 @@ class FeatureState:
     tail_keys: dict[int, int] = field(default_factory=dict)
     #: passage key → the conversation that first sent it (insertion order: oldest first)
     context_keys: dict[int, int] = field(default_factory=dict)
+    #: conversations whose passages a later conversation re-sent (a fixed preamble sent in
+    #: every prompt has one source; a sweep re-sending document after document, many)
+    context_sources: dict[int, None] = field(default_factory=dict)
     conv_turns: dict[str, int] = field(default_factory=dict)
     topic_counts: Any = None  # (K,) prompts per topic
     counts: dict[str, float] = field(default_factory=dict)
@@ -340,6 +345,7 @@ class FeatureState:
             "head_keys": _key_counts(self.head_keys),
             "tail_keys": _key_counts(self.tail_keys),
             "context_keys": _key_counts(self.context_keys),
+            "context_sources": np.fromiter(self.context_sources, dtype="<i8"),
             "topic_counts": self.topic_counts,
         }
         return pack(_STATE_MAGIC, _STATE_VERSION, meta, arrays)
@@ -390,6 +396,9 @@ class FeatureState:
                 head_keys=dict(z["head_keys"].tolist()),
                 tail_keys=dict(z["tail_keys"].tolist()),
                 context_keys=dict(z["context_keys"].tolist()) if "context_keys" in z else {},
+                context_sources=dict.fromkeys(z["context_sources"].tolist())
+                if "context_sources" in z
+                else {},
                 topic_counts=z["topic_counts"].astype(np.float64),
                 conv_turns=dict(meta.pop("conv_turns")),
                 **meta,
@@ -538,7 +547,7 @@ class FeatureExtractor:
         gaps = s.recent_log_gaps
         conv_turns = s.conv_turns
         head_keys, tail_keys = s.head_keys, s.tail_keys
-        context_keys = s.context_keys
+        context_keys, context_sources = s.context_keys, s.context_sources
         context_reuse, context_min_chars = cfg.context_reuse, cfg.context_min_chars
         ts_in_order = _is_sorted(recent_ts)
         max_tokens = acc.max_tokens.tolist()
@@ -631,10 +640,12 @@ class FeatureExtractor:
                 if context_reuse:  # passages this account already sent in another conversation
                     own = _conversation_key(conv, n_prev)
                     reused_chars = 0
+                    origins = []
                     for key, length in fact.passages:  # against what came before this prompt
                         origin = context_keys.get(key, own)
                         if origin != own:
                             reused_chars += length
+                            origins.append(origin)
                     for key, _ in fact.passages:
                         if key not in context_keys:
                             if len(context_keys) >= MAX_CONTEXT_KEYS:
@@ -642,6 +653,13 @@ class FeatureExtractor:
                             context_keys[key] = own
                     if reused_chars < context_min_chars:
                         reused_chars = 0
+                    elif reused_chars:
+                        for origin in origins:
+                            if origin not in context_sources:
+                                if len(context_sources) >= MAX_CONTEXT_SOURCES:
+                                    del context_sources[next(iter(context_sources))]
+                                context_sources[origin] = None
+                    row[idx["log_context_sources"]] = math.log1p(len(context_sources)) / 5.0
                     resent = reused_chars >= CONTEXT_RESENT_CHARS
                     row[idx["context_reused"]] = min(reused_chars / max(chars, 1), 1.0)
                     row[idx["log_context_reused"]] = math.log1p(reused_chars) / 10.0

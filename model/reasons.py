@@ -70,6 +70,7 @@ def account_stats(state: FeatureState, prompt_count: float | None = None) -> dic
         "share_long_document": c["long"] / n,
         "share_context_resent": c["context_resent"] / n,  # 0 without context reuse
         "context_resent_prompts": c["context_resent"],
+        "context_sources": float(len(state.context_sources)),
         "round_the_clock": 1.0 - math.hypot(state.hour_cos, state.hour_sin) / n
         if state.n >= 10
         else 0.0,
@@ -120,10 +121,11 @@ def _describe(name: str, s: Mapping[str, float], digits: int = 0) -> str:
     if name == "share_long_document":
         return f"long documents (> 3,000 chars) in {_pct(s[name], digits)} of prompts"
     if name == "share_context_resent":
+        k = int(s.get("context_sources", 0))
         return (
             f"{int(s['context_resent_prompts'])} of {n} prompts re-send at least "
             f"{CONTEXT_RESENT_CHARS:,} characters the account already sent in another "
-            "conversation (the same documents, new questions)"
+            f"conversation (text first sent in {k} earlier conversation{'' if k == 1 else 's'})"
         )
     if name == "round_the_clock":
         return "activity spread around the clock, not in one person's waking hours"

@@ -806,6 +806,7 @@ class _Builder:
         self.bounds = (self.t0, self.t1)
         self.campus_prefixes: list[str] = []
         self.company_templates: dict[int, tuple[str, str, str, int, str, str]] = {}
+        self.company_preambles: dict[int, str] = {}
 
     # ---------------------------------------------------------------- small helpers
 
@@ -1302,7 +1303,6 @@ class _Builder:
     def _organic_batch_pipeline(
         self, plan: _Plan, rng: np.random.Generator
     ) -> tuple[list[Conv], _Timing, _Client]:
-        p = self.pools
         company = plan.company if plan.company is not None else -1
         if company not in self.company_templates:
             tpl = ph.choose(rng, ph.by_family("batch"))
@@ -1316,20 +1316,27 @@ class _Builder:
             )
         key, template, ua, max_tokens, model, ip = self.company_templates[company]
         doc_kind = ph.BATCH_DOC_KIND[key]
+        if company not in self.company_preambles:
+            # Some pipelines send a fixed few-shot block before every input: the same long
+            # context in every request, from every account of the company (a hard negative
+            # for context reuse).
+            preamble = ""
+            if rng.random() < 0.4:
+                shots = [self.batch_doc(rng, doc_kind) for _ in range(int(rng.integers(2, 5)))]
+                preamble = (
+                    "Examples of inputs and the expected output:\n\n"
+                    + "\n\n".join(
+                        f"Input:\n{d}\nExpected output: {' '.join(d.split()[:12])}" for d in shots
+                    )
+                    + "\n\nNow the real input.\n\n"
+                )
+            self.company_preambles[company] = preamble
+        preamble = self.company_preambles[company]
         n = self.n_prompts(rng, plan.kind)
         convs: list[Conv] = []
         for _ in range(n):
-            if doc_kind == "invoice":
-                d = ph.compose_invoice(rng)
-            elif doc_kind == "code":
-                d = _pick(rng, p.code_snippets) if p.code_snippets else _pick(rng, p.short_chat)
-            elif doc_kind == "document":
-                src = _pick(rng, p.longdocs) if p.longdocs else _pick(rng, p.chat)
-                start = int(rng.integers(0, max(1, len(src) - 1500)))
-                d = _cap(src[start:], int(rng.integers(400, 2500)))
-            else:
-                d = _pick(rng, p.short_chat)
-            convs.append([_Turn(ph.fill(template, doc=d.strip()))])
+            d = self.batch_doc(rng, doc_kind)
+            convs.append([_Turn(preamble + ph.fill(template, doc=d))])
         # An engineer now and then pokes the endpoint by hand: < 3 % of traffic.
         for _ in range(int(rng.binomial(n // 40, 0.5))):
             i = int(rng.integers(len(convs) + 1))
@@ -1348,6 +1355,21 @@ class _Builder:
             sticky=0.97,
         )
         return convs, timing, client
+
+    def batch_doc(self, rng: np.random.Generator, doc_kind: str) -> str:
+        """One input of a batch pipeline whose template takes ``doc_kind`` documents."""
+        p = self.pools
+        if doc_kind == "invoice":
+            d = ph.compose_invoice(rng)
+        elif doc_kind == "code":
+            d = _pick(rng, p.code_snippets) if p.code_snippets else _pick(rng, p.short_chat)
+        elif doc_kind == "document":
+            src = _pick(rng, p.longdocs) if p.longdocs else _pick(rng, p.chat)
+            start = int(rng.integers(0, max(1, len(src) - 1500)))
+            d = _cap(src[start:], int(rng.integers(400, 2500)))
+        else:
+            d = _pick(rng, p.short_chat)
+        return d.strip()
 
     def _organic_eval_team(
         self, plan: _Plan, rng: np.random.Generator

@@ -284,6 +284,21 @@ def test_a_repeated_instruction_under_the_minimum_is_not_context_reuse() -> None
         FeatureConfig(context_min_chars=-1)
 
 
+def test_a_fixed_preamble_has_one_source_a_sweep_one_per_document() -> None:
+    preamble = f"Examples:\n{_DOC}\n\nNow the real input.\n\n"
+    f, _ = _context([(f"{preamble}Input {i}: invoice {i * 7}.", None) for i in range(6)])
+    assert (f["log_context_reused"][1:] > 0).all()  # the preamble, every time
+    np.testing.assert_allclose(f["log_context_sources"], [0] + [np.log1p(1) / 5] * 5, rtol=1e-6)
+    docs = [_DOC.replace("supplier", name) for name in ("Acme", "Globex", "Initech")]
+    sweep = [(f"{d}\n\nWhat does clause {q} say?", None) for d in docs for q in range(3)]
+    f, state = _context(sweep)
+    sources = np.expm1(f["log_context_sources"] * 5).round().tolist()
+    assert sources == [0, 1, 1, 1, 2, 2, 2, 3, 3]
+    assert len(state.context_sources) == 3
+    restored = FeatureState.from_bytes(state.to_bytes())
+    assert list(restored.context_sources) == list(state.context_sources)
+
+
 def test_context_reuse_remembers_a_bounded_number_of_passages(monkeypatch) -> None:
     import model.features as features
 
@@ -305,7 +320,7 @@ def test_resent_documents_become_a_reason_a_reviewer_can_check() -> None:
     ref = OrganicReference.fit([{**stats, "share_context_resent": x} for x in (0.0, 0.1, 0.2)])
     assert ref.reasons(stats) == [
         "3 of 5 prompts re-send at least 1,000 characters the account already sent in another "
-        "conversation (the same documents, new questions) (above every organic account)"
+        "conversation (text first sent in 1 earlier conversation) (above every organic account)"
     ]
 
 
@@ -323,7 +338,7 @@ def test_models_saved_without_context_reuse_get_the_features_they_were_trained_o
     acc = _convs([(f"{_DOC} Q{i}?", f"c{i}") for i in range(3)])
     new, _ = new_fx.transform(acc, _emb(3))
     legacy, _ = old_fx.transform(acc, _emb(3))
-    assert legacy.shape == (3, old_fx.n_features) == (3, len(FEATURE_NAMES) - 3)
+    assert legacy.shape == (3, old_fx.n_features) == (3, len(FEATURE_NAMES) - 4)
     assert new.shape == (3, new_fx.n_features) == (3, len(FEATURE_NAMES))
     np.testing.assert_array_equal(new[:, : legacy.shape[1]], legacy)
     with pytest.raises(ValueError, match="context_reuse"):
@@ -477,7 +492,7 @@ _BLAS_COLUMNS = (
     "topic_entropy",
 )
 _PINNED_FEATURES_SHA = "0a9e81ecceb52e6e8e5bb6438cb9dbbb38a7049a5bd9a0a9c35c86bc00a69c05"
-_PINNED_CONTEXT_SHA = "c712399e561efbbbad246a4663473989804797b72396e7325bd7ac061084d318"
+_PINNED_CONTEXT_SHA = "6ff65cf899ad60fff67858c19f5cdfc6b969aa29d3dcb31ec73e1786843630f5"
 _PINNED_SUMS = {
     "max_sim_prev": 578.7282415688969,
     "mean_sim_prev": 233.22860623599263,
@@ -487,7 +502,12 @@ _PINNED_SUMS = {
     "topics_covered": 1670.3419505357742,
     "topic_entropy": 1347.6074557881802,
 }
-_UNPINNED_STATS = ("topics_covered", "share_context_resent", "context_resent_prompts")
+_UNPINNED_STATS = (
+    "topics_covered",
+    "share_context_resent",
+    "context_resent_prompts",
+    "context_sources",
+)
 _PINNED_STATS_SHA = "a80184a969e281937c8a21f287aef2abbc9f58c6c3c1737a34f2cc9949a0d248"
 _PINNED_TEXT_SHA = "4430a9bcbc8abcc5c0e41ad7d93b6b5269d4c712315431dbcacb5837f7583055"
 
