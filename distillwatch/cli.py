@@ -122,10 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the TrainConfig default)",
     )
     p.add_argument(
-        "--no-context-reuse",
+        "--context-reuse",
         action="store_true",
-        help="leave out the context-reuse features (passages re-sent from the account's "
-        "other conversations), as models before them; for comparisons",
+        help="add the context-reuse features (passages re-sent from the account's other "
+        "conversations); experimental: off in the shipped model (see its model card)",
     )
     p.add_argument(
         "--embedder",
@@ -277,7 +277,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 
     cfg = TrainConfig(
         seed=a.seed,
-        features=FeatureConfig(context_reuse=not a.no_context_reuse),
+        features=FeatureConfig(context_reuse=a.context_reuse),
         target_fpr=a.target_fpr,
         max_epochs=a.max_epochs,
         val_fraction=a.val_fraction,

@@ -118,9 +118,10 @@ class FeatureConfig:
     near_duplicate_sim: float = 0.92
     gap_window: int = 16
     #: Compute the context-reuse features (CONTEXT_FEATURES): how much of a prompt repeats
-    #: passages the account already sent in another conversation. Model directories from
-    #: before they existed read as False and get the features without them.
-    context_reuse: bool = True
+    #: passages the account already sent in another conversation. Off by default: the
+    #: held-out protocol scored the recipe with them below the shipped model's (model card,
+    #: "Context reuse"). Model directories from before they existed read as False.
+    context_reuse: bool = False
     #: Re-sent characters below this count as none (a fixed instruction or wrapper sentence
     #: repeated in every prompt is template reuse, not a document sent again). 500 over 0 on
     #: development data (model card, "Context reuse").

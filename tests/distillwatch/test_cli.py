@@ -267,7 +267,7 @@ def test_train_rejects_a_bad_augmentation_setting_before_any_work(
     assert not (tmp_path / "m").exists()
 
 
-@pytest.mark.parametrize(("flags", "context_reuse"), [([], True), (["--no-context-reuse"], False)])
+@pytest.mark.parametrize(("flags", "context_reuse"), [([], False), (["--context-reuse"], True)])
 def test_train_passes_the_feature_set_on(tmp_path, sim_dir, monkeypatch, flags, context_reuse):
     from distillwatch import api
 

@@ -38,7 +38,8 @@ LEXICON_NAMES = ("ELICITATION", "RUBRIC", "FORMAT", "CODE", "MATH")
 def _extractor(dim: int = 8, k: int = 4) -> FeatureExtractor:
     rng = np.random.default_rng(0)
     c = rng.normal(size=(k, dim)).astype(np.float32)
-    return FeatureExtractor(FeatureConfig(window=8), c / np.linalg.norm(c, axis=1, keepdims=True))
+    config = FeatureConfig(window=8, context_reuse=True)
+    return FeatureExtractor(config, c / np.linalg.norm(c, axis=1, keepdims=True))
 
 
 def _account(prompts: list[str], gaps: list[float] | None = None, **extra: object):
@@ -276,7 +277,8 @@ def test_a_repeated_instruction_under_the_minimum_is_not_context_reuse() -> None
     rng = np.random.default_rng(0)
     centroids = rng.normal(size=(4, 8)).astype(np.float32)
     for min_chars, wrapper_counts in ((0, True), (500, False)):
-        fx = FeatureExtractor(FeatureConfig(window=8, context_min_chars=min_chars), centroids)
+        config = FeatureConfig(window=8, context_reuse=True, context_min_chars=min_chars)
+        fx = FeatureExtractor(config, centroids)
         f, _ = _context(turns, fx)
         assert bool(f["log_context_reused"][1] > 0) is wrapper_counts
         assert f["context_reused"][2] > 0.95  # the document of the first prompt
@@ -326,13 +328,15 @@ def test_resent_documents_become_a_reason_a_reviewer_can_check() -> None:
 
 def test_models_saved_without_context_reuse_get_the_features_they_were_trained_on() -> None:
     old = FeatureConfig.from_dict({"window": 8, "skeleton_words": 8})  # a pre-0.x config
-    assert old.context_reuse is False and FeatureConfig().context_reuse is True
+    assert old.context_reuse is False and FeatureConfig().context_reuse is False
     assert old.names == FEATURE_NAMES[: -len(CONTEXT_FEATURES)]
     assert FeatureConfig.from_dict(FeatureConfig().to_dict()) == FeatureConfig()
+    on = FeatureConfig(context_reuse=True)
+    assert FeatureConfig.from_dict(on.to_dict()) == on
     rng = np.random.default_rng(0)
     centroids = rng.normal(size=(4, 8)).astype(np.float32)
     new_fx, old_fx = (
-        FeatureExtractor(FeatureConfig(window=8), centroids),
+        FeatureExtractor(FeatureConfig(window=8, context_reuse=True), centroids),
         FeatureExtractor(old, centroids),
     )
     acc = _convs([(f"{_DOC} Q{i}?", f"c{i}") for i in range(3)])
@@ -518,7 +522,7 @@ def test_feature_values_are_pinned(hashing_embedder) -> None:
     texts = sorted({p for a in accounts for p in a.prompts})
     vecs = dict(zip(texts, hashing_embedder.encode(texts), strict=True))
     centroids = np.stack([vecs[t] for t in texts[:: len(texts) // 12][:12]])
-    fx = FeatureExtractor(FeatureConfig(window=16, gap_window=8), centroids)
+    fx = FeatureExtractor(FeatureConfig(window=16, gap_window=8, context_reuse=True), centroids)
     rows, stats = [], []
     for i, acc in enumerate(accounts):
         emb = np.stack([vecs[p] for p in acc.prompts])
