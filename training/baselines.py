@@ -255,7 +255,8 @@ def _elicits(prompt: str) -> bool:
 #: Features that already describe the whole account so far (shares, coverage, position):
 #: their current value is kept beside the running mean of every feature.
 _ACCOUNT_LEVEL = (
-    *(n for n in FEATURE_NAMES if n.startswith("share_")),
+    # the features of FeatureConfig() (the context-reuse ones are opt-in)
+    *(n for n in FeatureConfig().names if n.startswith("share_")),
     "topics_covered",
     "topic_entropy",
     "hour_concentration",
