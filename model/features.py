@@ -484,12 +484,8 @@ class FeatureExtractor:
         return int(self.topic_centroids.shape[0])
 
     @property
-    def feature_names(self) -> tuple[str, ...]:
-        """The columns :meth:`transform` returns (:attr:`FeatureConfig.names`)."""
-        return self.config.names
-
-    @property
     def n_features(self) -> int:
+        """Columns :meth:`transform` returns (:attr:`FeatureConfig.names`)."""
         return len(self.config.names)
 
     def new_state(self) -> FeatureState:
@@ -511,10 +507,7 @@ class FeatureExtractor:
         with one_thread():  # many tiny products: threads only add waiting
             topics = self._topics(embeddings)
             rows = self._extend(state, account, embeddings, topics, facts)
-        feats = np.array(rows, dtype=np.float32).reshape(len(account), N_FEATURES)
-        if not passages:
-            feats = np.ascontiguousarray(feats[:, : self.n_features])
-        return feats, state
+        return np.array(rows, dtype=np.float32).reshape(len(account), self.n_features), state
 
     def _topics(self, embeddings: np.ndarray) -> list[int]:
         if len(embeddings) == 0:
@@ -550,6 +543,7 @@ class FeatureExtractor:
         head_keys, tail_keys = s.head_keys, s.tail_keys
         context_keys, context_sources = s.context_keys, s.context_sources
         context_reuse, context_min_chars = cfg.context_reuse, cfg.context_min_chars
+        width = len(cfg.names)  # the context-reuse columns are the last ones
         ts_in_order = _is_sorted(recent_ts)
         max_tokens = acc.max_tokens.tolist()
         script_ua: dict[str, bool] = {}
@@ -558,7 +552,7 @@ class FeatureExtractor:
             for t, ts in enumerate(acc.ts.astype(np.float64, copy=False).tolist()):
                 fact = facts[t]
                 emb = embeddings[t]
-                row = [0.0] * N_FEATURES
+                row = [0.0] * width
                 n_prev = s.n
                 row[idx["is_first"]] = 1.0 if n_prev == 0 else 0.0
                 if n_prev:
@@ -665,6 +659,7 @@ class FeatureExtractor:
                     row[idx["context_reused"]] = min(reused_chars / max(chars, 1), 1.0)
                     row[idx["log_context_reused"]] = math.log1p(reused_chars) / 10.0
                     c["context_resent"] += resent
+                    row[idx["share_context_resent"]] = c["context_resent"] / (n_prev + 1)
 
                 # topics
                 topic = topics[t]
@@ -706,7 +701,6 @@ class FeatureExtractor:
                 row[idx["share_rubric"]] = c["rubric"] / n
                 row[idx["share_answer_format"]] = c["answer_format"] / n
                 row[idx["share_near_duplicate"]] = c["near_dup"] / n
-                row[idx["share_context_resent"]] = c["context_resent"] / n
                 row[idx["log_position"]] = math.log1p(n) / log1p_max_position
                 s.last_ts = ts
                 rows.append(row)
