@@ -13,6 +13,9 @@ directory (default: the shipped one, MiniLM through ONNX Runtime), measured in o
   time (the CPU figure is what a quiet machine would give; other work moves the wall one);
 * where the warm time goes: reading the file, account views, cache look-ups (hashing +
   SQLite), feature extraction, the sequence network, reasons and the rest;
+* what a deep ensemble would cost (``--ensemble-sizes``): the same warm run with the
+  network replaced by K copies of itself (timing only; a trained ensemble has K different
+  members of the same shape), events/s against the model as loaded;
 * the online state the service stores per account (``AccountState.to_bytes`` /
   ``from_bytes``), against the ``np.savez`` layout it replaced, on the same accounts.
 
@@ -23,7 +26,7 @@ the end. The embedding cache and the ONNX export live in the work directory
 asserts nothing. Usage::
 
     python benchmarks/scoring.py [--accounts 400] [--cold-events 2000] [--repeat 5]
-                                 [--model DIR] [--work DIR]
+                                 [--model DIR] [--work DIR] [--ensemble-sizes 3,5]
 """
 
 from __future__ import annotations
@@ -110,6 +113,32 @@ def warm_breakdown(detector: Any, events_path: Path) -> tuple[float, dict[str, f
     ):
         detector.score_table(table)
     return time.perf_counter() - t0, clock.seconds
+
+
+def ensemble_figures(detector: Any, events_path: Path, sizes: list[int], repeat: int) -> None:
+    """Warm end-to-end events/s with the network as a K-member ensemble of copies of itself."""
+    from model.network import EnsembleDetector, SequenceDetector
+
+    net = detector.network
+    single = net.members[0] if isinstance(net, EnsembleDetector) else net
+    assert isinstance(single, SequenceDetector)
+    rates: dict[int, float] = {}
+    try:
+        for k in sorted({1, *sizes}):
+            detector.network = single if k == 1 else EnsembleDetector.of([single] * k)
+            best = min(timed_warm_run(detector, events_path)[1] for _ in range(repeat))
+            rates[k] = _n_events(events_path) / best
+    finally:
+        detector.network = net
+    print()
+    print(f"{'warm, end to end, network as an ensemble of':<46}{'events/s':>11}{'x one':>8}")
+    for k, rate in rates.items():
+        print(f"{f'{k} network(s)':<46}{rate:>11,.0f}{rate / rates[1]:>8.2f}")
+
+
+def _n_events(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def savez_layout(state: Any) -> bytes:
@@ -212,6 +241,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="warm runs (best kept)")
     parser.add_argument("--model", type=Path, default=ROOT / "model" / "default")
     parser.add_argument(
+        "--ensemble-sizes",
+        default="3,5",
+        help="comma-separated ensemble sizes to time (empty: none)",
+    )
+    parser.add_argument(
         "--work",
         type=Path,
         default=Path(tempfile.gettempdir()) / "distillwatch-scoring-bench",
@@ -287,6 +321,10 @@ def main() -> None:
     rest = max(total_s - accounted, 0.0)
     print(f"{'the rest (batching, scores, bookkeeping)':<46}{rest:>9.3f}{rest / total_s:>8.1%}")
     print(f"{'total':<46}{total_s:>9.3f}{1:>8.0%}{n / total_s:>11,.0f}")
+
+    sizes = [int(x) for x in args.ensemble_sizes.split(",") if x.strip()]
+    if sizes:
+        ensemble_figures(detector, events_path, sizes, max(1, args.repeat))
 
     state_figures(detector, table)
 

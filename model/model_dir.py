@@ -5,8 +5,10 @@ from it. Every stage saves its own config beside its weights, so a directory is
 self-contained and can be loaded by the CLI, a notebook or the service::
 
     model_dir/
-      config.json      versions, embedder / feature / network configs, threshold, calibration
-      weights.pt       the sequence network's state_dict (loaded with weights_only=True)
+      config.json      versions, embedder / feature / network configs, ensemble size,
+                       threshold, calibration
+      weights.pt       the sequence network's state_dict, every member's for an ensemble
+                       (loaded with weights_only=True)
       topics.npy       topic prototypes the features use
       reference.json   organic quantiles that turn statistics into reasons
       metrics.json     held-out figures measured at training time
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from model.features import FeatureConfig, FeatureExtractor
-from model.network import NetworkConfig, SequenceDetector
+from model.network import NetworkConfig, build_network
 from model.reasons import OrganicReference
 from model.scorer import Calibration, Detector, TextEncoder
 
@@ -70,6 +72,7 @@ def save_model(
         "embedder_identity": detector.embedder.identity,
         "features": detector.extractor.config.to_dict(),
         "network": detector.network.config.to_dict(),
+        "ensemble": detector.network.n_members,
         "threshold": detector.threshold,
         "target_fpr": meta.get("target_fpr"),
         "calibration": detector.calibration.to_dict(),
@@ -130,7 +133,12 @@ def load_model(
 
     p = Path(path) if path is not None else default_model_path()
     config = read_config(p)
-    network = SequenceDetector(NetworkConfig.from_dict(config["network"]))
+    try:
+        network = build_network(
+            NetworkConfig.from_dict(config["network"]), int(config.get("ensemble", 1))
+        )
+    except (TypeError, ValueError) as exc:
+        raise ModelDirError(f"{p / 'config.json'}: bad network config ({exc})") from exc
     try:
         state = torch.load(p / "weights.pt", map_location="cpu", weights_only=True)
         network.load_state_dict(state)

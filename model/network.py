@@ -14,13 +14,17 @@ simulator's, or an incident's ``harvest_prompts``). Its running sum is then an e
 count of harvesting prompts so far, its mean their share: the account head reads both, and
 reasons can cite the count.
 
+:class:`EnsembleDetector` averages the logits of several such networks trained from
+different seeds (a deep ensemble): the same interface and a carried state that is the
+members' states side by side, so scoring, online updates and stored states work unchanged.
+
 What it does not know: text, files, training, calibration (see ``model/scorer.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -160,3 +164,141 @@ class SequenceDetector(nn.Module):
             n_seen=count[idx, last],
         )
         return logits, prompt_logits, new_state
+
+    @property
+    def n_members(self) -> int:
+        return 1
+
+    def prompt_counts(self, state: StreamState) -> torch.Tensor | None:
+        """(B,) estimated harvesting prompts so far (the running sum of the prompt channel);
+        None without a prompt head."""
+        return state.ev_sum[:, -1] if self.config.prompt_head else None
+
+    def check_state(self, state: StreamState) -> None:
+        """Raise ValueError if ``state`` was not made by a network of this shape."""
+        want = (self.config.hidden, self.n_evidence)
+        got = (state.hidden.shape[-1], state.ev_sum.shape[-1])
+        if got != want:
+            raise ValueError(
+                f"stream state of another network: hidden/evidence sizes {got}, "
+                f"this network carries {want}"
+            )
+
+
+class EnsembleDetector(nn.Module):
+    """The mean logit of several :class:`SequenceDetector` of one configuration.
+
+    Account logits are averaged over the members; a prompt's harvesting probability is the
+    members' mean probability, so the per-prompt count (its running sum) is the members'
+    mean count. The state is the members' states concatenated along their
+    last axis, so it stays a :class:`StreamState` and is stored like one; ``n_seen`` is
+    shared.
+    """
+
+    def __init__(self, config: NetworkConfig, n_members: int):
+        super().__init__()
+        if n_members < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {n_members}")
+        self.config = config
+        self.members = nn.ModuleList(SequenceDetector(config) for _ in range(n_members))
+        self.n_evidence: int = config.evidence_dim + int(config.prompt_head)
+
+    def nets(self) -> list[SequenceDetector]:
+        """The members, typed."""
+        return cast(list[SequenceDetector], list(self.members))
+
+    @classmethod
+    def of(cls, members: list[SequenceDetector]) -> EnsembleDetector:
+        """An ensemble of trained networks (all of one configuration)."""
+        configs = {m.config for m in members}
+        if len(configs) != 1:
+            raise ValueError("ensemble members must share one NetworkConfig")
+        ens = cls(members[0].config, len(members))
+        for slot, m in zip(ens.members, members, strict=True):
+            slot.load_state_dict(m.state_dict())
+        return ens.eval()
+
+    @property
+    def n_members(self) -> int:
+        return len(self.members)
+
+    def initial_state(self, batch: int) -> StreamState:
+        return self._join([m.initial_state(batch) for m in self.nets()])
+
+    def _split(self, state: StreamState) -> list[StreamState]:
+        h, e, k = self.config.hidden, self.n_evidence, self.n_members
+        return [
+            StreamState(
+                hidden=state.hidden[..., i * h : (i + 1) * h].contiguous(),
+                ev_max=state.ev_max[:, i * e : (i + 1) * e],
+                ev_sum=state.ev_sum[:, i * e : (i + 1) * e],
+                n_seen=state.n_seen,
+            )
+            for i in range(k)
+        ]
+
+    @staticmethod
+    def _join(states: list[StreamState]) -> StreamState:
+        return StreamState(
+            hidden=torch.cat([s.hidden for s in states], dim=-1),
+            ev_max=torch.cat([s.ev_max for s in states], dim=-1),
+            ev_sum=torch.cat([s.ev_sum for s in states], dim=-1),
+            n_seen=states[0].n_seen,
+        )
+
+    def forward(
+        self,
+        emb: torch.Tensor,
+        feats: torch.Tensor,
+        state: StreamState | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, StreamState]:
+        logits, _, new_state = self.forward_all(emb, feats, state, lengths)
+        return logits, new_state
+
+    def forward_all(
+        self,
+        emb: torch.Tensor,
+        feats: torch.Tensor,
+        state: StreamState | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, StreamState]:
+        """As :meth:`SequenceDetector.forward_all`, logits averaged over the members."""
+        parts: list[StreamState | None] = (
+            list(self._split(state)) if state is not None else [None] * self.n_members
+        )
+        outs = [
+            m.forward_all(emb, feats, s, lengths) for m, s in zip(self.nets(), parts, strict=True)
+        ]
+        logits = torch.stack([o[0] for o in outs]).mean(dim=0)
+        prompt_logits = None
+        if outs[0][1] is not None:  # the logit of the members' mean probability
+            p = torch.stack([torch.sigmoid(o[1]) for o in outs]).mean(dim=0)  # type: ignore[arg-type]
+            prompt_logits = torch.logit(p, eps=1e-7)
+        return logits, prompt_logits, self._join([o[2] for o in outs])
+
+    def prompt_counts(self, state: StreamState) -> torch.Tensor | None:
+        if not self.config.prompt_head:
+            return None
+        e = self.n_evidence
+        return state.ev_sum[:, e - 1 :: e].mean(dim=-1)
+
+    def check_state(self, state: StreamState) -> None:
+        want = (self.config.hidden * self.n_members, self.n_evidence * self.n_members)
+        got = (state.hidden.shape[-1], state.ev_sum.shape[-1])
+        if got != want:
+            raise ValueError(
+                f"stream state of another network: hidden/evidence sizes {got}, "
+                f"this {self.n_members}-member ensemble carries {want}"
+            )
+
+
+#: What a trained detector's network is: one network or an ensemble of them.
+Network = SequenceDetector | EnsembleDetector
+
+
+def build_network(config: NetworkConfig, n_members: int = 1) -> Network:
+    """An untrained network (``n_members`` > 1: an ensemble), e.g. to load saved weights."""
+    if n_members < 1:
+        raise ValueError(f"a network needs at least 1 member, got {n_members}")
+    return SequenceDetector(config) if n_members == 1 else EnsembleDetector(config, n_members)

@@ -28,7 +28,7 @@ import torch
 from model.embedder import TextEncoder
 from model.events import AccountEvents, EventTable
 from model.features import FeatureExtractor, FeatureState
-from model.network import SequenceDetector, StreamState
+from model.network import Network, StreamState
 from model.reasons import OrganicReference, account_stats, prompt_positions
 from model.state_codec import StateFormatError, pack, unpack
 from model.threads import one_thread
@@ -193,7 +193,7 @@ class Detector:
     def __init__(
         self,
         *,
-        network: SequenceDetector,
+        network: Network,
         extractor: FeatureExtractor,
         embedder: TextEncoder,
         calibration: Calibration,
@@ -291,9 +291,8 @@ class Detector:
 
     def _prompt_counts(self, state: StreamState) -> np.ndarray | None:
         """(B,) sum of per-prompt harvesting probabilities so far (the last evidence channel)."""
-        if not self.network.config.prompt_head:
-            return None
-        return state.ev_sum[:, -1].numpy()
+        counts = self.network.prompt_counts(state)
+        return None if counts is None else counts.numpy()
 
     def account_score(self, trace: AccountTrace) -> AccountScore:
         probs = trace.probs
@@ -397,6 +396,7 @@ class Detector:
         state = state if state is not None else self.new_state()
         if len(account) == 0:
             raise ValueError("update needs at least one new event")
+        self.network.check_state(state.net)
         if embeddings is None:
             embeddings = self.embed(account.prompts)
         with one_thread():  # one step of a small network: threads only add waiting

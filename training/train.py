@@ -27,7 +27,7 @@ from scipy.special import logit
 from model.events import EventTable
 from model.features import FeatureConfig, FeatureExtractor, fit_topic_centroids
 from model.model_dir import save_model
-from model.network import NetworkConfig, SequenceDetector
+from model.network import EnsembleDetector, Network, NetworkConfig, SequenceDetector
 from model.reasons import OrganicReference, account_stats
 from model.scorer import AccountTrace, Calibration, Detector, TextEncoder
 from training.dataset import (
@@ -43,6 +43,11 @@ from training.labels import Label
 from training.metrics import detection_metrics, threshold_at_fpr
 
 log = logging.getLogger(__name__)
+
+
+#: Seed distance between ensemble members (far from the small seeds users pick).
+ENSEMBLE_SEED_STEP = 7919
+MAX_ENSEMBLE = 16
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,12 @@ class TrainConfig:
     #: False keeps their embeddings (an option under study; the shipped model used True).
     content_dropout_spliced: bool = True
     n_topics: int = 32
+    #: Networks trained (a deep ensemble whose logits are averaged; 1: one network). The
+    #: members share the split, features and spliced accounts; member ``i`` is seeded
+    #: ``seed + ENSEMBLE_SEED_STEP * i`` (initialisation, batch order, content dropout), so
+    #: member 0 is the network a single-network run of the same seed trains. Training time
+    #: and the network's share of scoring time grow with the member count.
+    ensemble: int = 1
     features: FeatureConfig = field(default_factory=FeatureConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     fleets: bool = False
@@ -100,6 +111,10 @@ class TrainConfig:
         for name in ("max_epochs", "batch_size", "max_len", "n_topics", "evidence_ramp"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
+        if not 1 <= self.ensemble <= MAX_ENSEMBLE:
+            raise ValueError(
+                f"TrainConfig.ensemble must be in [1, {MAX_ENSEMBLE}], got {self.ensemble}"
+            )
         if self.patience < 0 or self.lr <= 0:
             raise ValueError("TrainConfig.patience must be >= 0 and lr > 0")
         if self.threshold_on not in ("any_prefix", "last"):
@@ -134,6 +149,23 @@ def _fit_network(
     val_ex: list[AccountExample],
     config: TrainConfig,
     progress: bool,
+) -> Network:
+    """One network, or ``config.ensemble`` of them (seeds in :class:`TrainConfig`)."""
+    members = []
+    for i in range(config.ensemble):
+        seed = config.seed + ENSEMBLE_SEED_STEP * i
+        if config.ensemble > 1:
+            log.info("ensemble member %d of %d (seed %d)", i + 1, config.ensemble, seed)
+        members.append(_fit_member(train_ex, val_ex, config, seed, progress))
+    return members[0] if len(members) == 1 else EnsembleDetector.of(members)
+
+
+def _fit_member(
+    train_ex: list[AccountExample],
+    val_ex: list[AccountExample],
+    config: TrainConfig,
+    seed: int,
+    progress: bool,
 ) -> SequenceDetector:
     import lightning as L
     import torch
@@ -143,7 +175,7 @@ def _fit_network(
     from training.augment import KIND as SPLICED_KIND
     from training.lightning_module import LitDetector
 
-    L.seed_everything(config.seed, workers=True, verbose=False)
+    L.seed_everything(seed, workers=True, verbose=False)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     n_pos = sum(e.label for e in train_ex)
     n_neg = len(train_ex) - n_pos
@@ -167,7 +199,7 @@ def _fit_network(
         prompt_pos_weight=prompt_pos_weight,
         content_dropout=config.content_dropout,
     )
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(seed)
     train_dl = DataLoader(
         SequenceDataset(
             train_ex,
@@ -371,6 +403,14 @@ def train(
     return detector, report
 
 
+def _describe_network(net: Network) -> str:
+    c = net.config
+    one = f"causal GRU (hidden {c.hidden}, evidence {c.evidence_dim})"
+    if net.n_members == 1:
+        return one
+    return f"mean logit of {net.n_members} {one} networks trained from different seeds"
+
+
 def model_card(detector: Detector, report: dict[str, Any], extra: str = "") -> str:
     """The model directory's README.md: what it is, how it was made, what it scores."""
     v = report.get("validation", {})
@@ -384,6 +424,7 @@ def model_card(detector: Detector, report: dict[str, Any], extra: str = "") -> s
         "",
         f"- version: `{detector.meta.get('version')}`",
         f"- embedder: `{detector.embedder.identity}`",
+        f"- network: {_describe_network(detector.network)}",
         f"- operating threshold: {detector.threshold:.6f} (target FPR {detector.meta.get('target_fpr')}"
         " on validation organic accounts"
         + (

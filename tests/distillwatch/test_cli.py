@@ -244,6 +244,7 @@ def test_simulate_writes_contract_files(tmp_path) -> None:
     [
         ("--dilution-augment", "-1", "dilution_augment must be in [0, 10]"),
         ("--content-dropout", "1.0", "content_dropout must be in [0, 1)"),
+        ("--ensemble", "0", "ensemble must be in [1, 16]"),
     ],
 )
 def test_train_rejects_a_bad_augmentation_setting_before_any_work(
@@ -267,8 +268,13 @@ def test_train_rejects_a_bad_augmentation_setting_before_any_work(
     assert not (tmp_path / "m").exists()
 
 
-@pytest.mark.parametrize(("flags", "context_reuse"), [([], False), (["--context-reuse"], True)])
-def test_train_passes_the_feature_set_on(tmp_path, sim_dir, monkeypatch, flags, context_reuse):
+@pytest.mark.parametrize(
+    ("flags", "context_reuse", "ensemble"),
+    [([], False, 1), (["--context-reuse"], True, 1), (["--ensemble", "3"], False, 3)],
+)
+def test_train_passes_the_feature_set_and_ensemble_on(
+    tmp_path, sim_dir, monkeypatch, flags, context_reuse, ensemble
+):
     from distillwatch import api
 
     seen = {}
@@ -282,4 +288,5 @@ def test_train_passes_the_feature_set_on(tmp_path, sim_dir, monkeypatch, flags, 
     args += ["--labels", str(sim_dir / "labels.jsonl"), "--out", str(tmp_path / "m"), *flags]
     assert main(args) == 2
     assert seen["config"].features.context_reuse is context_reuse
+    assert seen["config"].ensemble == ensemble
     assert not (tmp_path / "m").exists()

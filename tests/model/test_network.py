@@ -1,22 +1,34 @@
-"""The sequence network is causal and its carried state reproduces a full pass."""
+"""The sequence network (one, or an ensemble) is causal and its carried state reproduces a
+full pass."""
 
 import pytest
 import torch
 
-from model.network import NetworkConfig, SequenceDetector
+from model.network import (
+    EnsembleDetector,
+    Network,
+    NetworkConfig,
+    SequenceDetector,
+    build_network,
+)
+
+_CFG = NetworkConfig(embed_dim=16, n_features=5, proj_dim=8, hidden=12, evidence_dim=4, dropout=0.0)
 
 
 @pytest.fixture
 def net() -> SequenceDetector:
     torch.manual_seed(0)
-    return SequenceDetector(
-        NetworkConfig(
-            embed_dim=16, n_features=5, proj_dim=8, hidden=12, evidence_dim=4, dropout=0.0
-        )
-    ).eval()
+    return SequenceDetector(_CFG).eval()
 
 
-def test_future_events_do_not_change_past_logits(net: SequenceDetector) -> None:
+@pytest.fixture(params=[1, 3], ids=["single", "ensemble"])
+def any_net(request: pytest.FixtureRequest) -> Network:
+    torch.manual_seed(0)
+    return build_network(_CFG, request.param).eval()
+
+
+def test_future_events_do_not_change_past_logits(any_net: Network) -> None:
+    net = any_net
     emb, feats = torch.randn(1, 20, 16), torch.randn(1, 20, 5)
     base, _ = net(emb, feats)
     emb2, feats2 = emb.clone(), feats.clone()
@@ -27,7 +39,8 @@ def test_future_events_do_not_change_past_logits(net: SequenceDetector) -> None:
     assert not torch.allclose(base[:, 12:], changed[:, 12:])
 
 
-def test_carried_state_equals_one_pass(net: SequenceDetector) -> None:
+def test_carried_state_equals_one_pass(any_net: Network) -> None:
+    net = any_net
     emb, feats = torch.randn(1, 30, 16), torch.randn(1, 30, 5)
     full, _ = net(emb, feats)
     state = None
@@ -38,7 +51,8 @@ def test_carried_state_equals_one_pass(net: SequenceDetector) -> None:
     assert torch.allclose(full, torch.cat(parts, dim=1), atol=1e-5)
 
 
-def test_padding_does_not_leak_into_valid_positions_or_state(net: SequenceDetector) -> None:
+def test_padding_does_not_leak_into_valid_positions_or_state(any_net: Network) -> None:
+    net = any_net
     emb, feats = torch.randn(2, 10, 16), torch.randn(2, 10, 5)
     lengths = torch.tensor([10, 6])
     batched, state = net(emb, feats, lengths=lengths)
@@ -71,3 +85,41 @@ def test_models_saved_before_the_prompt_head_load_without_it() -> None:
     net = SequenceDetector(old)
     assert net.forward_all(torch.randn(1, 3, 16), torch.randn(1, 3, 5))[1] is None
     assert net.initial_state(1).ev_sum.shape == (1, old.evidence_dim)
+
+
+def test_ensemble_averages_its_members_logits_and_counts() -> None:
+    torch.manual_seed(1)
+    members = [SequenceDetector(_CFG).eval() for _ in range(3)]
+    ens = EnsembleDetector.of(members)
+    emb, feats = torch.randn(2, 9, 16), torch.randn(2, 9, 5)
+    logits, prompt_logits, state = ens.forward_all(emb, feats)
+    outs = [m.forward_all(emb, feats) for m in members]
+    assert torch.allclose(logits, torch.stack([o[0] for o in outs]).mean(0), atol=1e-6)
+    assert prompt_logits is not None
+    mean_p = torch.stack([torch.sigmoid(o[1]) for o in outs]).mean(0)
+    assert torch.allclose(torch.sigmoid(prompt_logits), mean_p, atol=1e-6)
+    # the state is the members' states side by side; the count is the members' mean count
+    assert state.hidden.shape == (1, 2, 3 * _CFG.hidden)
+    assert torch.allclose(state.hidden[..., _CFG.hidden : 2 * _CFG.hidden], outs[1][2].hidden)
+    counts = torch.stack([m.prompt_counts(o[2]) for m, o in zip(members, outs, strict=True)]).mean(
+        0
+    )
+    assert torch.allclose(ens.prompt_counts(state), counts, atol=1e-5)
+    assert not torch.allclose(outs[0][0], outs[1][0])  # the members differ
+
+
+def test_ensemble_refuses_states_and_members_that_do_not_fit() -> None:
+    single, ens = SequenceDetector(_CFG), EnsembleDetector(_CFG, 2)
+    with pytest.raises(ValueError, match="2-member ensemble"):
+        ens.check_state(single.initial_state(1))
+    with pytest.raises(ValueError, match="another network"):
+        single.check_state(ens.initial_state(1))
+    single.check_state(single.initial_state(1))
+    ens.check_state(ens.initial_state(1))
+    other = SequenceDetector(NetworkConfig(embed_dim=16, n_features=5, hidden=8))
+    with pytest.raises(ValueError, match="share one NetworkConfig"):
+        EnsembleDetector.of([single, other])
+    with pytest.raises(ValueError, match="at least 2"):
+        EnsembleDetector(_CFG, 1)
+    with pytest.raises(ValueError, match="at least 1"):
+        build_network(_CFG, 0)
