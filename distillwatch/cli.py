@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the TrainConfig default)",
     )
     p.add_argument(
+        "--kind-balance",
+        type=float,
+        default=None,
+        metavar="P",
+        help="weigh each account n**-P in the loss, n the accounts of its kind in its class, "
+        "so rare kinds (evaluation teams among casual users) count more (0 off, 1 every kind "
+        "the same; needs label kinds; default: the TrainConfig default)",
+    )
+    p.add_argument(
         "--ensemble",
         type=int,
         default=1,
@@ -293,6 +302,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         ensemble=a.ensemble,
         **({} if a.dilution_augment is None else {"dilution_augment": a.dilution_augment}),
         **({} if a.content_dropout is None else {"content_dropout": a.content_dropout}),
+        **({} if a.kind_balance is None else {"kind_balance": a.kind_balance}),
     )
     table = api.read_events(a.events, on_error=a.on_error)
     _report_skips(table.stats)

@@ -150,9 +150,34 @@ def group_split(
     return sorted(train), sorted(val)
 
 
+def kind_weights(examples: Sequence[AccountExample], power: float) -> np.ndarray:
+    """(N,) account weights that even out the kinds within each class.
+
+    An account of a kind with ``n`` accounts in its class (organic or harvesting) weighs
+    ``n ** -power``, scaled so that each class's mean weight is 1 (the class balance is
+    ``pos_weight``'s business). ``power`` 0 weighs every account 1; 1 gives every kind of a
+    class the same total weight, so a rare hard negative (twenty evaluation teams among
+    hundreds of casual users) counts as much as a common one. Accounts without a kind count
+    as one kind per class.
+    """
+    w = np.ones(len(examples), dtype=np.float64)
+    if power == 0 or not examples:
+        return w.astype(np.float32)
+    kinds = [(ex.label, ex.kind or "") for ex in examples]
+    counts: dict[tuple[int, str], int] = {}
+    for k in kinds:
+        counts[k] = counts.get(k, 0) + 1
+    w = np.array([counts[k] ** -power for k in kinds], dtype=np.float64)
+    labels = np.array([ex.label for ex in examples])
+    for c in np.unique(labels):
+        m = labels == c
+        w[m] /= w[m].mean()
+    return w.astype(np.float32)
+
+
 class SequenceDataset(Dataset):
-    """Accounts as tensors (emb, feats, label, prompt labels, position weights), cropped to
-    ``max_len`` events."""
+    """Accounts as tensors (emb, feats, label, prompt labels, position weights, account
+    weight), cropped to ``max_len`` events."""
 
     def __init__(
         self,
@@ -160,8 +185,16 @@ class SequenceDataset(Dataset):
         max_len: int,
         ramp: int = 1,
         keep_content_kinds: Collection[str] = (),
+        account_weights: Sequence[float] | np.ndarray | None = None,
     ):
         self.examples = list(examples)
+        if account_weights is not None and len(account_weights) != len(self.examples):
+            raise ValueError(
+                f"{len(account_weights)} account weights for {len(self.examples)} examples"
+            )
+        self.account_weights = (
+            None if account_weights is None else [float(x) for x in account_weights]
+        )
         self.max_len = max_len
         self.ramp = ramp
         #: kinds whose streams always keep their embeddings (exempt from content dropout)
@@ -181,6 +214,7 @@ class SequenceDataset(Dataset):
             torch.from_numpy(np.asarray(prompt_y[:n], dtype=np.float32)),
             torch.from_numpy(ex.position_weights(self.ramp)[:n]),
             ex.kind in self.keep_content_kinds,
+            1.0 if self.account_weights is None else self.account_weights[i],
         )
 
 
@@ -191,6 +225,7 @@ class Item(NamedTuple):
     prompt_y: torch.Tensor  # (T,) 1 / 0 / NaN unknown
     position_w: torch.Tensor  # (T,)
     keep_content: bool = False  # exempt from content dropout
+    account_w: float = 1.0  # weight of the account's loss (``kind_weights``)
 
 
 def collate(batch: Sequence[Item]) -> dict[str, torch.Tensor]:
@@ -223,4 +258,5 @@ def collate(batch: Sequence[Item]) -> dict[str, torch.Tensor]:
         "prompt_mask": prompt_mask,
         "position_w": position_w,
         "keep_content": torch.tensor([item.keep_content for item in batch], dtype=torch.bool),
+        "account_w": torch.tensor([item.account_w for item in batch], dtype=torch.float32),
     }

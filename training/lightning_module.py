@@ -57,7 +57,10 @@ class LitDetector(L.LightningModule):
         last_loss = F.binary_cross_entropy_with_logits(
             logits[idx, last_idx], batch["labels"], pos_weight=pw, reduction="none"
         )  # (B,)
-        loss = (per_account + self.last_weight * w[idx, last_idx] * last_loss).mean()
+        account_loss = per_account + self.last_weight * w[idx, last_idx] * last_loss  # (B,)
+        if "account_w" in batch:
+            account_loss = account_loss * batch["account_w"]
+        loss = account_loss.mean()
         known = batch["prompt_mask"] & batch["mask"]  # (B, T)
         if prompt_logits is not None and self.prompt_weight > 0 and bool(known.any()):
             ppw = torch.tensor(self.prompt_pos_weight, device=logits.device)

@@ -38,6 +38,7 @@ from training.dataset import (
     embed_table,
     group_split,
     join_labels,
+    kind_weights,
 )
 from training.labels import Label
 from training.metrics import detection_metrics, threshold_at_fpr
@@ -93,6 +94,11 @@ class TrainConfig:
     #: False keeps their embeddings (an option under study; the shipped model used True).
     content_dropout_spliced: bool = True
     n_topics: int = 32
+    #: Evens out the kinds within each class in the account loss: an account of a kind
+    #: with ``n`` accounts weighs ``n ** -kind_balance`` (``training.dataset.kind_weights``;
+    #: 0 off, 1 every kind of a class the same total weight). Rare hard negatives (evaluation
+    #: teams, batch pipelines) then count as much as common organic use. Needs label kinds.
+    kind_balance: float = 0.0
     #: Networks trained (a deep ensemble whose logits are averaged; 1: one network). The
     #: members share the split, features and spliced accounts; member ``i`` is seeded
     #: ``seed + ENSEMBLE_SEED_STEP * i`` (initialisation, batch order, content dropout), so
@@ -111,6 +117,8 @@ class TrainConfig:
         for name in ("max_epochs", "batch_size", "max_len", "n_topics", "evidence_ramp"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
+        if not 0.0 <= self.kind_balance <= 1.0:
+            raise ValueError(f"TrainConfig.kind_balance must be in [0, 1], got {self.kind_balance}")
         if not 1 <= self.ensemble <= MAX_ENSEMBLE:
             raise ValueError(
                 f"TrainConfig.ensemble must be in [1, {MAX_ENSEMBLE}], got {self.ensemble}"
@@ -206,6 +214,7 @@ def _fit_member(
             config.max_len,
             config.evidence_ramp,
             keep_content_kinds=() if config.content_dropout_spliced else (SPLICED_KIND,),
+            account_weights=kind_weights(train_ex, config.kind_balance),
         ),
         batch_size=config.batch_size,
         shuffle=True,
@@ -213,7 +222,12 @@ def _fit_member(
         generator=gen,
     )
     val_dl = DataLoader(
-        SequenceDataset(val_ex, config.max_len, config.evidence_ramp),
+        SequenceDataset(
+            val_ex,
+            config.max_len,
+            config.evidence_ramp,
+            account_weights=kind_weights(val_ex, config.kind_balance),
+        ),
         batch_size=config.batch_size * 2,
         collate_fn=collate,
     )

@@ -245,6 +245,7 @@ def test_simulate_writes_contract_files(tmp_path) -> None:
         ("--dilution-augment", "-1", "dilution_augment must be in [0, 10]"),
         ("--content-dropout", "1.0", "content_dropout must be in [0, 1)"),
         ("--ensemble", "0", "ensemble must be in [1, 16]"),
+        ("--kind-balance", "2", "kind_balance must be in [0, 1]"),
     ],
 )
 def test_train_rejects_a_bad_augmentation_setting_before_any_work(

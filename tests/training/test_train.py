@@ -247,3 +247,57 @@ def test_ensemble_size_is_validated() -> None:
         TrainConfig(ensemble=0)
     with pytest.raises(ValueError, match="ensemble"):
         TrainConfig(ensemble=17)
+
+
+def _example(i: int, label: int, kind: str) -> AccountExample:
+    rng = np.random.default_rng(i)
+    return AccountExample(
+        account_id=f"a{i}",
+        emb=rng.normal(size=(3, 8)).astype(np.float16),
+        feats=rng.normal(size=(3, 36)).astype(np.float32),
+        label=label,
+        kind=kind,
+        campaign=None,
+        state=None,  # type: ignore[arg-type]  # not read here
+    )
+
+
+def test_kind_weights_even_out_kinds_within_each_class() -> None:
+    from training.dataset import kind_weights
+
+    kinds = [(0, "casual")] * 30 + [(0, "eval_team")] * 3 + [(1, "cot")] * 6 + [(1, "drip")] * 2
+    examples = [_example(i, y, k) for i, (y, k) in enumerate(kinds)]
+    labels = np.array([y for y, _ in kinds])
+    assert kind_weights(examples, 0.0).tolist() == [1.0] * len(examples)
+    w = kind_weights(examples, 1.0)
+    for c in (0, 1):  # each class keeps mean weight 1: the class balance is unchanged
+        assert w[labels == c].mean() == pytest.approx(1.0)
+    # with power 1 each kind of a class carries the same total weight
+    assert w[:30].sum() == pytest.approx(w[30:33].sum())
+    assert w[33:39].sum() == pytest.approx(w[39:].sum())
+    half = kind_weights(examples, 0.5)
+    assert 1 < half[30] / half[0] < w[30] / w[0]  # in between
+
+
+def test_account_weights_scale_each_accounts_loss() -> None:
+    from training.dataset import SequenceDataset, collate
+    from training.lightning_module import LitDetector
+
+    examples = [_example(i, i % 2, "k") for i in range(4)]
+    lit = LitDetector({"embed_dim": 8, "n_features": 36}).eval()
+    plain = collate([SequenceDataset(examples, 8)[i] for i in range(4)])
+    assert plain["account_w"].tolist() == [1.0] * 4
+    heavy = collate(
+        [SequenceDataset(examples, 8, account_weights=[3.0, 1.0, 1.0, 1.0])[i] for i in range(4)]
+    )
+    only0 = collate(
+        [SequenceDataset(examples, 8, account_weights=[1.0, 0.0, 0.0, 0.0])[i] for i in range(4)]
+    )
+    with torch.no_grad():
+        base, big, first = lit._loss(plain), lit._loss(heavy), lit._loss(only0)
+    # the loss is the mean over accounts: weight 3 on account 0 adds twice its share
+    assert float(big) == pytest.approx(float(base) + 2 * float(first), rel=1e-5)
+    with pytest.raises(ValueError, match="3 account weights for 4"):
+        SequenceDataset(examples, 8, account_weights=[1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="kind_balance"):
+        TrainConfig(kind_balance=1.5)
