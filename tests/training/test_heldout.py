@@ -63,9 +63,9 @@ def test_default_protocol_is_the_model_cards() -> None:
         "train": SimSpec("train", 1200, 11, 120, 0.5),
         "test": SimSpec("test", 500, 22, 150),
         "trainL": SimSpec("trainL", 1200, 13, 300),
-        "trainA": SimSpec("trainA", 600, 31, 100, 0.5, exclude_sources=FOLD_A),
+        "trainA": SimSpec("trainA", 1200, 31, 100, 0.5, exclude_sources=FOLD_A),
         "testA": SimSpec("testA", 300, 32, 120, exclude_sources=FOLD_B),
-        "trainB": SimSpec("trainB", 600, 41, 100, 0.5, exclude_sources=FOLD_B),
+        "trainB": SimSpec("trainB", 1200, 41, 100, 0.5, exclude_sources=FOLD_B),
         "testB": SimSpec("testB", 300, 42, 120, exclude_sources=FOLD_A),
     }
     exps = {e.name: e for e in p.experiments()}
