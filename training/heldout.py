@@ -34,7 +34,8 @@ is embedded twice.
 Run::
 
     python -m training.heldout --corpora ../shared/corpora --out runs/heldout \
-        [--only a b c | --only pool loko_slow_drip foldA] [--cache FILE]
+        [--only a b c | --only pool loko_slow_drip foldA] [--cache FILE] \
+        [--network-seed N] [--ensemble N]
 
 Example::
 
@@ -806,8 +807,38 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="embedding cache file (default: $DISTILLWATCH_CACHE_DIR or ~/.cache/distillwatch)",
     )
+    parser.add_argument(
+        "--network-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="base seed of the networks' training (TrainConfig.seed) in every experiment, "
+        "instead of the protocol's; the simulations stay the same (for a figure's seed "
+        "spread, run again into another --out)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        type=int,
+        default=None,
+        metavar="N",
+        help="networks per trained model, instead of the protocol's (1: one network)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
+
+
+def protocol_from_args(args: argparse.Namespace) -> Protocol:
+    """The default protocol with the training overrides of the command line, if any."""
+    protocol = Protocol()
+    changes = {
+        name: value
+        for name, value in (("seed", args.network_seed), ("ensemble", args.ensemble))
+        if value is not None
+    }
+    if not changes:
+        return protocol
+    train_config = dataclasses.replace(protocol.train_config, **changes)
+    return dataclasses.replace(protocol, train_config=train_config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -818,9 +849,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     embed_config: dict[str, Any] = {"kind": "sentence-transformers", **EmbedConfig().to_dict()}
     try:
+        protocol = protocol_from_args(args)
         embedder = build_embedder(embed_config, cache_path=args.cache)
         results = run_heldout(
-            args.corpora, args.out, embedder, embed_config, only=args.only, progress=not args.quiet
+            args.corpora,
+            args.out,
+            embedder,
+            embed_config,
+            protocol=protocol,
+            only=args.only,
+            progress=not args.quiet,
         )
     except (EventError, ValueError, FileNotFoundError) as exc:
         print(f"heldout: error: {exc}", file=sys.stderr)
@@ -846,6 +884,7 @@ __all__ = [
     "Experiment",
     "Protocol",
     "SimSpec",
+    "build_parser",
     "cap_events",
     "fold_source_counts",
     "heldout_metrics",
@@ -853,6 +892,7 @@ __all__ = [
     "load_simulation",
     "main",
     "merge_simulations",
+    "protocol_from_args",
     "render_card_sections",
     "run_heldout",
     "select_experiments",

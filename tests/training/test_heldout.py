@@ -18,10 +18,12 @@ from training.heldout import (
     TINY_FOLD_B,
     Protocol,
     SimSpec,
+    build_parser,
     load_results,
     load_simulation,
     main,
     merge_simulations,
+    protocol_from_args,
     render_card_sections,
     run_heldout,
     select_experiments,
@@ -241,11 +243,32 @@ def test_card_reads_results_that_record_no_protocol(run) -> None:
 # --------------------------------------------------------------------------- command line
 
 
+def test_command_line_overrides_only_the_training_seed_and_ensemble() -> None:
+    base = ["--corpora", "c", "--out", "o"]
+    assert protocol_from_args(build_parser().parse_args(base)) == Protocol()
+    args = build_parser().parse_args([*base, "--network-seed", "2", "--ensemble", "1"])
+    p = protocol_from_args(args)
+    assert (p.train_config.seed, p.train_config.ensemble) == (2, 1)
+    default = Protocol()
+    assert p.sims() == default.sims()  # the same simulations, so figures are comparable
+    rest = {"seed", "ensemble"}
+    assert {k: v for k, v in vars(p.train_config).items() if k not in rest} == {
+        k: v for k, v in vars(default.train_config).items() if k not in rest
+    }
+    exps = {e.name: e.config for e in p.experiments()}
+    assert {c.seed for c in exps.values()} == {2}
+    assert {c.ensemble for c in exps.values()} == {1}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--corpora", "no/such/corpora"], "corpora directory not found: no/such/corpora"),
         (["--corpora", str(default_corpora_dir()), "--only", "a", "d"], "unknown experiment 'd'"),
+        (
+            ["--corpora", str(default_corpora_dir()), "--ensemble", "0"],
+            "TrainConfig.ensemble must be in [1, 16], got 0",
+        ),
     ],
 )
 def test_command_line_errors_are_one_line(
