@@ -835,8 +835,6 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
         for name, value in (("seed", args.network_seed), ("ensemble", args.ensemble))
         if value is not None
     }
-    if not changes:
-        return protocol
     train_config = dataclasses.replace(protocol.train_config, **changes)
     return dataclasses.replace(protocol, train_config=train_config)
 
