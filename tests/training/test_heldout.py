@@ -20,12 +20,15 @@ from training.heldout import (
     SimSpec,
     build_parser,
     load_results,
+    load_seed_results,
     load_simulation,
     main,
     merge_simulations,
     protocol_from_args,
     render_card_sections,
+    render_seed_spread,
     run_heldout,
+    run_seeds,
     select_experiments,
     training_subset,
 )
@@ -66,9 +69,9 @@ def test_default_protocol_is_the_model_cards() -> None:
         "test": SimSpec("test", 500, 22, 150),
         "trainL": SimSpec("trainL", 1200, 13, 300),
         "trainA": SimSpec("trainA", 1200, 31, 100, 0.5, exclude_sources=FOLD_A),
-        "testA": SimSpec("testA", 300, 32, 120, exclude_sources=FOLD_B),
+        "testA": SimSpec("testA", 900, 32, 120, exclude_sources=FOLD_B),
         "trainB": SimSpec("trainB", 1200, 41, 100, 0.5, exclude_sources=FOLD_B),
-        "testB": SimSpec("testB", 300, 42, 120, exclude_sources=FOLD_A),
+        "testB": SimSpec("testB", 900, 42, 120, exclude_sources=FOLD_A),
     }
     exps = {e.name: e for e in p.experiments()}
     assert list(exps) == [
@@ -240,6 +243,85 @@ def test_card_reads_results_that_record_no_protocol(run) -> None:
     assert "(b)" not in card and "(c)" not in card
 
 
+# --------------------------------------------------------------------------- seed spread
+
+
+def _result(name: str, recall: float, kinds: dict[str, float], kind: str | None = None) -> dict:
+    per_kind = {
+        k: {"label": 1, "n": 5, "recall_at_1pct_fpr": v, "recall_at_threshold": v / 2}
+        for k, v in kinds.items()
+    }
+    per_kind["organic_eval_team"] = {"label": 0, "n": 9, "fpr_at_threshold": 0.1}
+    test = {
+        "auroc": 0.99,
+        "recall_at_1pct_fpr": recall,
+        "recall_at_0.1pct_fpr": None,
+        "recall_at_threshold": 0.5,
+        "fpr_at_threshold": 0.01,
+        "per_kind": per_kind,
+    }
+    return {"name": name, "held_out_kind": kind, "test_sim": {"name": "testA"}, "testA": test}
+
+
+def test_seed_spread_gives_each_figure_per_seed_with_mean_and_range() -> None:
+    by_seed = {
+        1: {
+            "foldA": _result("foldA", 0.8, {"slow_drip": 0.2}),
+            "loko_slow_drip": _result("loko_slow_drip", 0.9, {"slow_drip": 0.7}, "slow_drip"),
+        },
+        2: {"foldA": _result("foldA", 0.4, {"slow_drip": 0.6})},
+    }
+    table = render_seed_spread(by_seed)
+    assert "| experiment | figure | seed 1 | seed 2 | mean | range |" in table
+    assert "| foldA | recall at 1 % FPR | 0.800 | 0.400 | 0.600 | 0.400-0.800 |" in table
+    assert "| foldA | slow_drip recall at 1 % FPR | 0.200 | 0.600 | 0.400 | 0.200-0.600 |" in table
+    assert "| foldA | organic_eval_team FPR at threshold | 0.100 | 0.100 |" in table
+    assert "| foldA | recall at 0.1 % FPR | – | – | – | – |" in table  # none: no mean
+    # a kind left out reports that kind only; a seed that did not run it is left out
+    assert (
+        "| loko_slow_drip | slow_drip recall at 1 % FPR | 0.700 | – | 0.700 | 0.700-0.700 |"
+        in table
+    )
+    assert "loko_slow_drip | AUROC" not in table
+    rows = [
+        r.split(" | ")[0]
+        for r in table.splitlines()
+        if r.startswith("| loko") or r.startswith("| fold")
+    ]
+    assert rows.index("| loko_slow_drip") < rows.index("| foldA")  # card order
+
+
+def test_seeds_share_simulations_and_write_the_spread(tmp_path: Path, hashing_embedder) -> None:
+    embedder = HashingEmbedder(**hashing_embedder.to_dict(), cache=EmbeddingCache.memory())
+    config = {"kind": "hashing", **embedder.to_dict()}
+    (tmp_path / "seed-x").mkdir()  # not a seed directory: ignored
+    by_seed = run_seeds(
+        default_corpora_dir(),
+        tmp_path,
+        embedder,
+        config,
+        [3, 5],
+        protocol=Protocol.tiny(),
+        only=["foldA"],
+        progress=False,
+    )
+    assert sorted(by_seed) == [3, 5]
+    assert sorted(p.name for p in (tmp_path / "sims").iterdir()) == ["testA", "trainA"]
+    for s in (3, 5):
+        result = json.loads((tmp_path / f"seed-{s}" / "results" / "foldA.json").read_text())
+        assert result["protocol"]["train_config"]["seed"] == s
+        assert (tmp_path / f"seed-{s}" / "models" / "foldA" / "weights.pt").is_file()
+        assert not (tmp_path / f"seed-{s}" / "sims").exists()
+    assert load_seed_results(tmp_path).keys() == {3, 5}
+    spread = (tmp_path / "spread.md").read_text()
+    fold = [by_seed[s]["foldA"]["testA"]["recall_at_1pct_fpr"] for s in (3, 5)]
+    assert f"| foldA | recall at 1 % FPR | {fold[0]:.3f} | {fold[1]:.3f} |" in spread
+    # the second seed's figures differ only by training: same simulated accounts
+    assert by_seed[3]["foldA"]["testA"]["n_accounts"] == by_seed[5]["foldA"]["testA"]["n_accounts"]
+    with pytest.raises(ValueError, match="distinct"):
+        run_seeds(default_corpora_dir(), tmp_path, embedder, config, [3, 3])
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -268,6 +350,10 @@ def test_command_line_overrides_only_the_training_seed_and_ensemble() -> None:
         (
             ["--corpora", str(default_corpora_dir()), "--ensemble", "0"],
             "TrainConfig.ensemble must be in [1, 16], got 0",
+        ),
+        (
+            ["--corpora", str(default_corpora_dir()), "--network-seeds", "2", "2"],
+            "seeds must be distinct, got [2, 2]",
         ),
     ],
 )
