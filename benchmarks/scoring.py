@@ -16,6 +16,9 @@ directory (default: the shipped one, MiniLM through ONNX Runtime), measured in o
 * what a deep ensemble would cost (``--ensemble-sizes``): the same warm run with the
   network replaced by K copies of itself (timing only; a trained ensemble has K different
   members of the same shape), events/s against the model as loaded;
+* what judging every prompt with and without its embedding costs (``--view-weights``,
+  ``model.network.ContentViews``): the same warm run with the model's trained network
+  judged on content alone and with both views, events/s of each;
 * the online state the service stores per account (``AccountState.to_bytes`` /
   ``from_bytes``), against the ``np.savez`` layout it replaced, on the same accounts.
 
@@ -27,6 +30,7 @@ asserts nothing. Usage::
 
     python benchmarks/scoring.py [--accounts 400] [--cold-events 2000] [--repeat 5]
                                  [--model DIR] [--work DIR] [--ensemble-sizes 3,5]
+                                 [--view-weights 0.5]
 """
 
 from __future__ import annotations
@@ -116,11 +120,13 @@ def warm_breakdown(detector: Any, events_path: Path) -> tuple[float, dict[str, f
 
 
 def ensemble_figures(detector: Any, events_path: Path, sizes: list[int], repeat: int) -> None:
-    """Warm end-to-end events/s with the network as a K-member ensemble of copies of itself."""
-    from model.network import EnsembleDetector, SequenceDetector
+    """Warm end-to-end events/s with the network as a K-member ensemble of copies of itself
+    (judged on content alone)."""
+    from model.network import EnsembleDetector, SequenceDetector, base_network
 
     net = detector.network
-    single = net.members[0] if isinstance(net, EnsembleDetector) else net
+    base = base_network(net)
+    single = base.members[0] if isinstance(base, EnsembleDetector) else base
     assert isinstance(single, SequenceDetector)
     rates: dict[int, float] = {}
     try:
@@ -134,6 +140,27 @@ def ensemble_figures(detector: Any, events_path: Path, sizes: list[int], repeat:
     print(f"{'warm, end to end, network as an ensemble of':<46}{'events/s':>11}{'x one':>8}")
     for k, rate in rates.items():
         print(f"{f'{k} network(s)':<46}{rate:>11,.0f}{rate / rates[1]:>8.2f}")
+
+
+def view_figures(detector: Any, events_path: Path, weights: list[float], repeat: int) -> None:
+    """Warm end-to-end events/s of the model's trained network judged on content alone
+    (weight 0) and with the no-content view mixed in at each weight (timing only)."""
+    from model.network import with_content_views
+
+    net = detector.network
+    rates: dict[float, float] = {}
+    try:
+        for w in sorted({0.0, *weights}):
+            detector.network = with_content_views(net, w)
+            best = min(timed_warm_run(detector, events_path)[1] for _ in range(repeat))
+            rates[w] = _n_events(events_path) / best
+    finally:
+        detector.network = net
+    print()
+    print(f"{'warm, end to end, no-content view weight':<46}{'events/s':>11}{'x none':>8}")
+    for w, rate in rates.items():
+        label = "content alone" if w == 0 else f"{w:g} (both views)"
+        print(f"{label:<46}{rate:>11,.0f}{rate / rates[0.0]:>8.2f}")
 
 
 def _n_events(path: Path) -> int:
@@ -246,6 +273,11 @@ def main() -> None:
         help="comma-separated ensemble sizes to time (empty: none)",
     )
     parser.add_argument(
+        "--view-weights",
+        default="0.5",
+        help="comma-separated no-content view weights to time (empty: none)",
+    )
+    parser.add_argument(
         "--work",
         type=Path,
         default=Path(tempfile.gettempdir()) / "distillwatch-scoring-bench",
@@ -325,6 +357,10 @@ def main() -> None:
     sizes = [int(x) for x in args.ensemble_sizes.split(",") if x.strip()]
     if sizes:
         ensemble_figures(detector, events_path, sizes, max(1, args.repeat))
+
+    weights = [float(x) for x in args.view_weights.split(",") if x.strip()]
+    if weights:
+        view_figures(detector, events_path, weights, max(1, args.repeat))
 
     state_figures(detector, table)
 

@@ -122,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the TrainConfig default)",
     )
     p.add_argument(
+        "--content-view-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="judge every prompt with and without its embedding and mix the logits with "
+        "weight W on the no-content view, so unfamiliar content cannot decide a score alone "
+        "(twice the network time per event; needs content dropout; 0 off; default: the "
+        "TrainConfig default)",
+    )
+    p.add_argument(
         "--kind-balance",
         type=float,
         default=None,
@@ -303,6 +313,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         **({} if a.dilution_augment is None else {"dilution_augment": a.dilution_augment}),
         **({} if a.content_dropout is None else {"content_dropout": a.content_dropout}),
         **({} if a.kind_balance is None else {"kind_balance": a.kind_balance}),
+        **({} if a.content_view_weight is None else {"content_view_weight": a.content_view_weight}),
     )
     table = api.read_events(a.events, on_error=a.on_error)
     _report_skips(table.stats)

@@ -6,7 +6,7 @@ self-contained and can be loaded by the CLI, a notebook or the service::
 
     model_dir/
       config.json      versions, embedder / feature / network configs, ensemble size,
-                       threshold, calibration
+                       content view weight, threshold, calibration
       weights.pt       the sequence network's state_dict, every member's for an ensemble
                        (loaded with weights_only=True)
       topics.npy       topic prototypes the features use
@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from model.features import FeatureConfig, FeatureExtractor
-from model.network import NetworkConfig, build_network
+from model.network import (
+    NetworkConfig,
+    base_network,
+    build_network,
+    content_view_weight,
+    with_content_views,
+)
 from model.reasons import OrganicReference
 from model.scorer import Calibration, Detector, TextEncoder
 
@@ -73,13 +79,16 @@ def save_model(
         "features": detector.extractor.config.to_dict(),
         "network": detector.network.config.to_dict(),
         "ensemble": detector.network.n_members,
+        "content_view_weight": content_view_weight(detector.network),
         "threshold": detector.threshold,
         "target_fpr": meta.get("target_fpr"),
         "calibration": detector.calibration.to_dict(),
         "training": meta.get("training", {}),
     }
+    if meta.get("reweighed_from"):  # training.reweigh: the network of that version
+        config["reweighed_from"] = meta["reweighed_from"]
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    torch.save(detector.network.state_dict(), out / "weights.pt")
+    torch.save(base_network(detector.network).state_dict(), out / "weights.pt")
     np.save(out / "topics.npy", detector.extractor.topic_centroids.astype(np.float32))
     (out / "reference.json").write_text(json.dumps(detector.reference.to_dict(), indent=1) + "\n")
     (out / "metrics.json").write_text(
@@ -144,6 +153,10 @@ def load_model(
         network.load_state_dict(state)
     except Exception as exc:  # a corrupt or mismatched weights file
         raise ModelDirError(f"{p / 'weights.pt'}: cannot load weights ({exc})") from exc
+    try:  # models saved before content views existed are judged on content alone
+        network = with_content_views(network, float(config.get("content_view_weight", 0.0)))
+    except (TypeError, ValueError) as exc:
+        raise ModelDirError(f"{p / 'config.json'}: bad content_view_weight ({exc})") from exc
     topics = np.load(p / "topics.npy", allow_pickle=False)
     extractor = FeatureExtractor(FeatureConfig.from_dict(config["features"]), topics)
     reference = OrganicReference.from_dict(json.loads((p / "reference.json").read_text()))
@@ -175,6 +188,7 @@ def load_model(
         "metrics": metrics,
         "path": str(p),
         "embedder_identity": config.get("embedder_identity"),
+        **({"reweighed_from": config["reweighed_from"]} if "reweighed_from" in config else {}),
     }
     return Detector(
         network=network,

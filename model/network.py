@@ -293,8 +293,131 @@ class EnsembleDetector(nn.Module):
             )
 
 
-#: What a trained detector's network is: one network or an ensemble of them.
-Network = SequenceDetector | EnsembleDetector
+class ContentViews(nn.Module):
+    """A network judged twice per prompt, with its embedding and without it, logits mixed.
+
+    The networks are trained with content dropout (whole streams' embeddings zeroed), so a
+    stream of zero embeddings is an input they know: behaviour and phrasing alone. Mixing
+    that view's logits, ``(1 - weight) * with + weight * without``, keeps a prompt whose
+    content the network never saw (an unfamiliar benchmark, an unknown document) from
+    deciding the score on its own. Prompt probabilities are mixed the same way, so the
+    per-prompt count is the views' weighted mean count. Both views run in one batch of
+    ``2B`` streams; the state is the two views' states side by side along the last axis,
+    so it stays a :class:`StreamState`, bounded as before, and ``n_seen`` is shared.
+    """
+
+    def __init__(self, inner: SequenceDetector | EnsembleDetector, weight: float):
+        super().__init__()
+        if not 0.0 < weight < 1.0:
+            raise ValueError(f"ContentViews weight must be in (0, 1), got {weight}")
+        self.inner = inner
+        self.weight = float(weight)
+        self.config = inner.config
+        self.n_evidence: int = inner.n_evidence
+
+    @property
+    def n_members(self) -> int:
+        return self.inner.n_members
+
+    def _halves(self) -> tuple[int, int]:
+        k = self.inner.n_members
+        return self.config.hidden * k, self.n_evidence * k
+
+    def _split(self, state: StreamState) -> StreamState:
+        """The two views' states stacked along the batch: ``(2B, ...)``."""
+        h, e = self._halves()
+        return StreamState(
+            hidden=torch.cat([state.hidden[..., :h], state.hidden[..., h:]], dim=1).contiguous(),
+            ev_max=torch.cat([state.ev_max[:, :e], state.ev_max[:, e:]], dim=0),
+            ev_sum=torch.cat([state.ev_sum[:, :e], state.ev_sum[:, e:]], dim=0),
+            n_seen=torch.cat([state.n_seen, state.n_seen], dim=0),
+        )
+
+    @staticmethod
+    def _join(state: StreamState, b: int) -> StreamState:
+        """Inverse of :meth:`_split`."""
+        return StreamState(
+            hidden=torch.cat([state.hidden[:, :b], state.hidden[:, b:]], dim=-1),
+            ev_max=torch.cat([state.ev_max[:b], state.ev_max[b:]], dim=-1),
+            ev_sum=torch.cat([state.ev_sum[:b], state.ev_sum[b:]], dim=-1),
+            n_seen=state.n_seen[:b],
+        )
+
+    def initial_state(self, batch: int) -> StreamState:
+        return self._join(self.inner.initial_state(2 * batch), batch)
+
+    def forward(
+        self,
+        emb: torch.Tensor,
+        feats: torch.Tensor,
+        state: StreamState | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, StreamState]:
+        logits, _, new_state = self.forward_all(emb, feats, state, lengths)
+        return logits, new_state
+
+    def forward_all(
+        self,
+        emb: torch.Tensor,
+        feats: torch.Tensor,
+        state: StreamState | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, StreamState]:
+        """As :meth:`SequenceDetector.forward_all`, logits mixed over the two views."""
+        b = emb.shape[0]
+        both_emb = torch.cat([emb, torch.zeros_like(emb)], dim=0)
+        both_feats = torch.cat([feats, feats], dim=0)
+        both_state = self._split(state) if state is not None else None
+        both_len = torch.cat([lengths, lengths], dim=0) if lengths is not None else None
+        logits, prompt_logits, new_state = self.inner.forward_all(
+            both_emb, both_feats, both_state, both_len
+        )
+        w = self.weight
+        mixed = (1 - w) * logits[:b] + w * logits[b:]
+        mixed_prompt = None
+        if prompt_logits is not None:
+            p = torch.sigmoid(prompt_logits)
+            mixed_prompt = torch.logit((1 - w) * p[:b] + w * p[b:], eps=1e-7)
+        return mixed, mixed_prompt, self._join(new_state, b)
+
+    def prompt_counts(self, state: StreamState) -> torch.Tensor | None:
+        b = state.n_seen.shape[0]
+        counts = self.inner.prompt_counts(self._split(state))
+        if counts is None:
+            return None
+        return (1 - self.weight) * counts[:b] + self.weight * counts[b:]
+
+    def check_state(self, state: StreamState) -> None:
+        h, e = self._halves()
+        got = (state.hidden.shape[-1], state.ev_sum.shape[-1])
+        if got != (2 * h, 2 * e):
+            raise ValueError(
+                f"stream state of another network: hidden/evidence sizes {got}, this "
+                f"network judged with and without content carries {(2 * h, 2 * e)}"
+            )
+
+
+#: What a trained detector's network is: one network or an ensemble of them, maybe judged
+#: with and without content (:class:`ContentViews`).
+Network = SequenceDetector | EnsembleDetector | ContentViews
+
+
+def content_view_weight(network: Network) -> float:
+    """The weight of the no-content view (0 for a network judged on content alone)."""
+    return network.weight if isinstance(network, ContentViews) else 0.0
+
+
+def with_content_views(network: Network, weight: float) -> Network:
+    """``network`` judged with the no-content view at ``weight`` (0: on content alone)."""
+    base = network.inner if isinstance(network, ContentViews) else network
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"content view weight must be in [0, 1), got {weight}")
+    return base if weight == 0 else ContentViews(base, weight).eval()
+
+
+def base_network(network: Network) -> SequenceDetector | EnsembleDetector:
+    """The trained weights' network (what ``weights.pt`` holds)."""
+    return network.inner if isinstance(network, ContentViews) else network
 
 
 def build_network(config: NetworkConfig, n_members: int = 1) -> Network:

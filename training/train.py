@@ -14,8 +14,10 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +26,17 @@ from typing import Any, Literal
 import numpy as np
 from scipy.special import logit
 
-from model.events import EventTable
+from model.events import AccountEvents, EventTable
 from model.features import FeatureConfig, FeatureExtractor, fit_topic_centroids
 from model.model_dir import save_model
-from model.network import EnsembleDetector, Network, NetworkConfig, SequenceDetector
+from model.network import (
+    EnsembleDetector,
+    Network,
+    NetworkConfig,
+    SequenceDetector,
+    content_view_weight,
+    with_content_views,
+)
 from model.reasons import OrganicReference, account_stats
 from model.scorer import AccountTrace, Calibration, Detector, TextEncoder
 from training.dataset import (
@@ -93,6 +102,11 @@ class TrainConfig:
     #: Their few inserted harvesting prompts are often told apart by content alone, so
     #: False keeps their embeddings (an option under study; the shipped model used True).
     content_dropout_spliced: bool = True
+    #: Scoring judges every prompt twice, with its embedding and without it, and mixes the
+    #: two logits with this weight on the no-content view (``model.network.ContentViews``;
+    #: 0 off). Calibration and the threshold are fitted on the mixed score. It needs
+    #: ``content_dropout`` > 0, which is what teaches the network the no-content input.
+    content_view_weight: float = 0.0
     n_topics: int = 32
     #: Evens out the kinds within each class in the account loss: an account of a kind
     #: with ``n`` accounts weighs ``n ** -kind_balance`` (``training.dataset.kind_weights``;
@@ -144,12 +158,38 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.content_dropout must be in [0, 1), got {self.content_dropout}"
             )
+        if not 0.0 <= self.content_view_weight < 1.0:
+            raise ValueError(
+                f"TrainConfig.content_view_weight must be in [0, 1), got {self.content_view_weight}"
+            )
+        if self.content_view_weight > 0 and self.content_dropout == 0:
+            raise ValueError(
+                "TrainConfig.content_view_weight needs content_dropout > 0: a network never "
+                "trained without content cannot judge the no-content view"
+            )
         if not self.prompt_weight >= 0:
             raise ValueError(f"TrainConfig.prompt_weight must be >= 0, got {self.prompt_weight}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config :meth:`to_dict` wrote (a model's ``training.config``); keys it lacks
+        take today's defaults, keys this version does not know are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
+        kw = dict(d)
+        if "features" in kw:
+            kw["features"] = FeatureConfig.from_dict(kw["features"])
+        if "network" in kw:
+            kw["network"] = NetworkConfig.from_dict(kw["network"])
+        if "dilution_shares" in kw:
+            kw["dilution_shares"] = tuple(kw["dilution_shares"])
+        return cls(**kw)
 
 
 def _fit_network(
@@ -309,6 +349,86 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> Calibration:
     return Calibration(a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
 
 
+def _calibrate(
+    detector: Detector,
+    examples: Sequence[AccountExample],
+    accounts: Sequence[AccountEvents],
+    labs: Sequence[Label],
+    tr_idx: Sequence[int],
+    va_idx: Sequence[int],
+    config: TrainConfig,
+) -> dict[str, Any]:
+    """Fit ``detector``'s organic reference (training organic accounts), calibration and
+    threshold (validation accounts) to its network as it scores; returns validation metrics."""
+    organic = [i for i in tr_idx if labs[i].label == 0]
+    organic_traces = detector.trace_many(
+        [accounts[i] for i in organic], [examples[i].emb.astype(np.float32) for i in organic]
+    )
+    detector.reference = OrganicReference.fit(
+        [account_stats(t.state, t.prompt_count) for t in organic_traces]
+    )
+    detector.calibration = Calibration()
+    val_accounts = [accounts[i] for i in va_idx]
+    val_embs = [examples[i].emb.astype(np.float32) for i in va_idx]
+    traces = list(detector.trace_many(val_accounts, val_embs))
+    raw_last = logit(np.clip([t.probs[-1] for t in traces], 1e-12, 1 - 1e-12))
+    y_val = np.array([examples[i].label for i in va_idx])
+    detector.calibration = fit_calibration(raw_last, y_val)
+    # calibrated per-event probabilities for the threshold and first_flag figures
+    traces = list(detector.trace_many(val_accounts, val_embs))
+    val_scores = np.array([t.probs[-1] for t in traces])
+    detector.threshold = operating_threshold(traces, y_val, config)
+    first = [detector.account_score(t).first_flag_event for t in traces]
+    return detection_metrics(
+        val_scores, y_val, [examples[i].kind for i in va_idx], detector.threshold, first
+    )
+
+
+def reweigh_content_views(
+    detector: Detector,
+    table: EventTable,
+    labels: dict[str, Label],
+    weight: float,
+    config: TrainConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Judge a trained detector with the no-content view at ``weight``, without retraining.
+
+    ``table`` and ``labels`` must be the detector's training data and ``config`` its
+    training config (default: the one saved in ``detector.meta``), so that the split is the
+    training run's: the organic reference, calibration and threshold are then fitted anew
+    on the same accounts as :func:`train` would have, for the mixed score. The topic
+    prototypes and features are the detector's own. Changes ``detector`` in place and
+    returns the new validation metrics.
+    """
+    if config is None:
+        saved = dict(detector.meta.get("training", {}).get("config", {}))
+        if not saved:
+            raise ValueError("the detector carries no training config; pass config")
+        config = TrainConfig.from_dict(saved)
+    config = dataclasses.replace(config, content_view_weight=weight)
+    accounts, labs, _ = join_labels(table, labels)
+    if len(accounts) < 10:
+        raise ValueError(f"only {len(accounts)} labelled accounts have events; need at least 10")
+    embeddings = embed_table(table, detector.embedder, progress=progress)
+    tr_idx, va_idx = group_split(labs, config.val_fraction, config.seed)
+    examples = build_examples(accounts, labs, embeddings, detector.extractor)
+    detector.network = with_content_views(detector.network, weight)
+    metrics = _calibrate(detector, examples, accounts, labs, tr_idx, va_idx, config)
+    training = dict(detector.meta.get("training", {}))
+    training["config"] = config.to_dict()
+    now = datetime.now(UTC)
+    detector.meta = {
+        **detector.meta,
+        "version": now.strftime("%Y%m%d-%H%M%S"),  # it scores differently: a new model
+        "created": now.isoformat(timespec="seconds"),
+        "reweighed_from": detector.meta.get("version"),
+        "training": training,
+        "metrics": {**detector.meta.get("metrics", {}), "validation": metrics},
+    }
+    return metrics
+
+
 def train(
     table: EventTable,
     labels: dict[str, Label],
@@ -350,7 +470,9 @@ def train(
         n_augmented = len(augmented)
         train_ex = train_ex + augmented
     val_ex = [examples[i] for i in va_idx]
-    net = _fit_network(train_ex, val_ex, config, progress)
+    net = with_content_views(
+        _fit_network(train_ex, val_ex, config, progress), config.content_view_weight
+    )
 
     detector = Detector(
         network=net,
@@ -360,27 +482,7 @@ def train(
         threshold=0.5,
         reference=OrganicReference({}),
     )
-    organic = [i for i in tr_idx if labs[i].label == 0]
-    organic_traces = detector.trace_many(
-        [accounts[i] for i in organic], [examples[i].emb.astype(np.float32) for i in organic]
-    )
-    detector.reference = OrganicReference.fit(
-        [account_stats(t.state, t.prompt_count) for t in organic_traces]
-    )
-    val_accounts = [accounts[i] for i in va_idx]
-    val_embs = [examples[i].emb.astype(np.float32) for i in va_idx]
-    traces = list(detector.trace_many(val_accounts, val_embs))
-    raw_last = logit(np.clip([t.probs[-1] for t in traces], 1e-12, 1 - 1e-12))
-    y_val = np.array([e.label for e in val_ex])
-    detector.calibration = fit_calibration(raw_last, y_val)
-    # calibrated per-event probabilities for the threshold and first_flag figures
-    traces = list(detector.trace_many(val_accounts, val_embs))
-    val_scores = np.array([t.probs[-1] for t in traces])
-    detector.threshold = operating_threshold(traces, y_val, config)
-    first = [detector.account_score(t).first_flag_event for t in traces]
-    val_metrics = detection_metrics(
-        val_scores, y_val, [e.kind for e in val_ex], detector.threshold, first
-    )
+    val_metrics = _calibrate(detector, examples, accounts, labs, tr_idx, va_idx, config)
 
     if config.fleets:
         from model.fleet_model import FleetModel
@@ -420,9 +522,17 @@ def train(
 def _describe_network(net: Network) -> str:
     c = net.config
     one = f"causal GRU (hidden {c.hidden}, evidence {c.evidence_dim})"
-    if net.n_members == 1:
-        return one
-    return f"mean logit of {net.n_members} {one} networks trained from different seeds"
+    text = (
+        one
+        if net.n_members == 1
+        else f"mean logit of {net.n_members} {one} networks trained from different seeds"
+    )
+    w = content_view_weight(net)
+    if w:
+        text += (
+            f"; each prompt judged with and without its embedding, logits mixed {1 - w:g} / {w:g}"
+        )
+    return text
 
 
 def model_card(detector: Detector, report: dict[str, Any], extra: str = "") -> str:

@@ -1,15 +1,19 @@
-"""The sequence network (one, or an ensemble) is causal and its carried state reproduces a
-full pass."""
+"""The sequence network (one, an ensemble, either judged with and without content) is
+causal and its carried state reproduces a full pass."""
 
 import pytest
 import torch
 
 from model.network import (
+    ContentViews,
     EnsembleDetector,
     Network,
     NetworkConfig,
     SequenceDetector,
+    base_network,
     build_network,
+    content_view_weight,
+    with_content_views,
 )
 
 _CFG = NetworkConfig(embed_dim=16, n_features=5, proj_dim=8, hidden=12, evidence_dim=4, dropout=0.0)
@@ -21,10 +25,14 @@ def net() -> SequenceDetector:
     return SequenceDetector(_CFG).eval()
 
 
-@pytest.fixture(params=[1, 3], ids=["single", "ensemble"])
+@pytest.fixture(
+    params=[(1, 0.0), (3, 0.0), (1, 0.4), (3, 0.5)],
+    ids=["single", "ensemble", "single-views", "ensemble-views"],
+)
 def any_net(request: pytest.FixtureRequest) -> Network:
+    members, weight = request.param
     torch.manual_seed(0)
-    return build_network(_CFG, request.param).eval()
+    return with_content_views(build_network(_CFG, members).eval(), weight)
 
 
 def test_future_events_do_not_change_past_logits(any_net: Network) -> None:
@@ -123,3 +131,44 @@ def test_ensemble_refuses_states_and_members_that_do_not_fit() -> None:
         EnsembleDetector(_CFG, 1)
     with pytest.raises(ValueError, match="at least 1"):
         build_network(_CFG, 0)
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_content_views_mix_the_logits_with_and_without_embeddings(members: int) -> None:
+    torch.manual_seed(2)
+    inner = build_network(_CFG, members).eval()
+    views = with_content_views(inner, 0.25)
+    assert isinstance(views, ContentViews) and content_view_weight(views) == 0.25
+    assert base_network(views) is inner and views.n_members == members
+    emb, feats = torch.randn(2, 7, 16), torch.randn(2, 7, 5)
+    logits, prompt_logits, state = views.forward_all(emb, feats)
+    with_c = inner.forward_all(emb, feats)
+    without = inner.forward_all(torch.zeros_like(emb), feats)
+    assert torch.allclose(logits, 0.75 * with_c[0] + 0.25 * without[0], atol=1e-5)
+    assert prompt_logits is not None and with_c[1] is not None and without[1] is not None
+    p = 0.75 * torch.sigmoid(with_c[1]) + 0.25 * torch.sigmoid(without[1])
+    assert torch.allclose(torch.sigmoid(prompt_logits), p, atol=1e-5)
+    # the state is the two views' states side by side; the count is their weighted count
+    h = _CFG.hidden * members
+    assert state.hidden.shape == (1, 2, 2 * h)
+    assert torch.allclose(state.hidden[..., :h], with_c[2].hidden, atol=1e-6)
+    assert torch.allclose(state.hidden[..., h:], without[2].hidden, atol=1e-6)
+    counts = 0.75 * inner.prompt_counts(with_c[2]) + 0.25 * inner.prompt_counts(without[2])
+    assert torch.allclose(views.prompt_counts(state), counts, atol=1e-5)
+    assert not torch.allclose(with_c[0], without[0])  # the views differ
+
+
+def test_content_views_refuse_bad_weights_and_other_states() -> None:
+    inner = SequenceDetector(_CFG)
+    assert with_content_views(inner, 0.0) is inner
+    views = with_content_views(inner, 0.5)
+    assert with_content_views(views, 0.0) is inner  # undone, not nested
+    assert content_view_weight(with_content_views(views, 0.3)) == 0.3
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="content view weight"):
+            with_content_views(inner, bad)
+    with pytest.raises(ValueError, match="with and without content"):
+        views.check_state(inner.initial_state(1))
+    with pytest.raises(ValueError, match="another network"):
+        inner.check_state(views.initial_state(1))
+    views.check_state(views.initial_state(3))

@@ -301,3 +301,78 @@ def test_account_weights_scale_each_accounts_loss() -> None:
         SequenceDataset(examples, 8, account_weights=[1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="kind_balance"):
         TrainConfig(kind_balance=1.5)
+
+
+def test_content_views_train_save_load_score_online_and_reweigh(
+    sim_table, sim_labels, hashing_embedder, tmp_path
+) -> None:
+    """A model judged with and without content: calibrated on the mixed score, saved with
+    its weight, reloaded, scored online as in batch; reweighing an existing model on its
+    training data gives what training with that weight gives."""
+    from model.model_dir import load_model, read_config
+    from model.network import ContentViews, content_view_weight
+    from model.scorer import AccountState
+    from training.train import reweigh_content_views, train
+
+    embed_config = {"kind": "hashing", **hashing_embedder.to_dict()}
+
+    def fit(weight: float, out):
+        config = TrainConfig(
+            max_epochs=2,
+            patience=1,
+            n_topics=8,
+            seed=3,
+            dilution_augment=0.0,
+            content_view_weight=weight,
+        )
+        return train(sim_table, sim_labels, hashing_embedder, embed_config, config, out, False)
+
+    plain, _ = fit(0.0, tmp_path / "plain")
+    views, report = fit(0.5, tmp_path / "views")
+    assert isinstance(views.network, ContentViews)
+    assert read_config(tmp_path / "views")["content_view_weight"] == 0.5
+    assert read_config(tmp_path / "plain")["content_view_weight"] == 0.0
+    assert "with and without its embedding" in (tmp_path / "views" / "README.md").read_text()
+    # the same trained weights, a different score
+    for a, b in zip(
+        plain.network.state_dict().values(), views.network.inner.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    assert (plain.calibration.a, plain.calibration.b) != (views.calibration.a, views.calibration.b)
+
+    loaded = load_model(tmp_path / "views")
+    assert content_view_weight(loaded.network) == 0.5
+    accounts = [a for a in sim_table.accounts() if len(a) >= 8][:4]
+    batch = views.score_accounts(accounts)
+    assert [s.score for s in loaded.score_accounts(accounts)] == pytest.approx(
+        [s.score for s in batch], abs=1e-6
+    )
+    for acc, expected in zip(accounts, batch, strict=True):
+        state, score = loaded.update(None, acc.slice(0, 3))
+        state = AccountState.from_bytes(state.to_bytes())
+        state, score = loaded.update(state, acc.slice(3, len(acc)))
+        assert score.score == pytest.approx(expected.score, abs=1e-4)
+    with pytest.raises(ValueError, match="with and without content"):
+        loaded.update(plain.new_state(), accounts[0].slice(0, 1))
+
+    # reweighing the plain model on its training data = training with the weight
+    again = load_model(tmp_path / "plain")
+    metrics = reweigh_content_views(again, sim_table, sim_labels, 0.5, progress=False)
+    assert metrics == report["validation"]
+    assert again.threshold == pytest.approx(views.threshold, abs=1e-9)
+    assert again.calibration.a == pytest.approx(views.calibration.a, abs=1e-9)
+    assert again.meta["training"]["config"]["content_view_weight"] == 0.5
+    assert [s.score for s in again.score_accounts(accounts)] == pytest.approx(
+        [s.score for s in batch], abs=1e-6
+    )
+
+
+def test_content_view_weight_is_validated() -> None:
+    with pytest.raises(ValueError, match="content_view_weight"):
+        TrainConfig(content_view_weight=1.0)
+    with pytest.raises(ValueError, match="needs content_dropout"):
+        TrainConfig(content_view_weight=0.5, content_dropout=0.0)
+    saved = TrainConfig(content_view_weight=0.25).to_dict()
+    assert TrainConfig.from_dict(saved) == TrainConfig(content_view_weight=0.25)
+    with pytest.raises(ValueError, match="unknown TrainConfig fields: colour"):
+        TrainConfig.from_dict({**saved, "colour": 1})
