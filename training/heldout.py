@@ -215,7 +215,8 @@ class Protocol:
     #: development simulation (seed 55) and dilution run (seed 1); content dropout 0.6 over
     #: 0, 0.3 and 0.8 on development simulations (seed 55, and seed 33 with fold-A probes
     #: only); an ensemble of 3 over one network on the development copies of (c) (seeds 33
-    #: and 43); never on the held-out sets (see the model card).
+    #: and 43); the no-content view at 0.5 over 0 and 0.25 on those, seed 55 and its
+    #: leave-one-kind-out copies; never on the held-out sets (see the model card).
     train_config: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             seed=1,
@@ -224,6 +225,7 @@ class Protocol:
             dilution_augment=0.5,
             content_dropout=0.6,
             ensemble=3,
+            content_view_weight=0.5,
         )
     )
 
@@ -964,6 +966,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="networks per trained model, instead of the protocol's (1: one network)",
     )
+    parser.add_argument(
+        "--content-view-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="weight of the no-content view in every trained model (TrainConfig."
+        "content_view_weight), instead of the protocol's (0: content alone)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
@@ -973,7 +983,11 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
     protocol = Protocol()
     changes = {
         name: value
-        for name, value in (("seed", args.network_seed), ("ensemble", args.ensemble))
+        for name, value in (
+            ("seed", args.network_seed),
+            ("ensemble", args.ensemble),
+            ("content_view_weight", args.content_view_weight),
+        )
         if value is not None
     }
     train_config = dataclasses.replace(protocol.train_config, **changes)

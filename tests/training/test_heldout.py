@@ -325,15 +325,18 @@ def test_seeds_share_simulations_and_write_the_spread(tmp_path: Path, hashing_em
 # --------------------------------------------------------------------------- command line
 
 
-def test_command_line_overrides_only_the_training_seed_and_ensemble() -> None:
+def test_command_line_overrides_only_the_training_seed_ensemble_and_view_weight() -> None:
     base = ["--corpora", "c", "--out", "o"]
     assert protocol_from_args(build_parser().parse_args(base)) == Protocol()
-    args = build_parser().parse_args([*base, "--network-seed", "2", "--ensemble", "1"])
+    args = build_parser().parse_args(
+        [*base, "--network-seed", "2", "--ensemble", "1", "--content-view-weight", "0.25"]
+    )
     p = protocol_from_args(args)
     assert (p.train_config.seed, p.train_config.ensemble) == (2, 1)
+    assert p.train_config.content_view_weight == 0.25
     default = Protocol()
     assert p.sims() == default.sims()  # the same simulations, so figures are comparable
-    rest = {"seed", "ensemble"}
+    rest = {"seed", "ensemble", "content_view_weight"}
     assert {k: v for k, v in vars(p.train_config).items() if k not in rest} == {
         k: v for k, v in vars(default.train_config).items() if k not in rest
     }
@@ -350,6 +353,10 @@ def test_command_line_overrides_only_the_training_seed_and_ensemble() -> None:
         (
             ["--corpora", str(default_corpora_dir()), "--ensemble", "0"],
             "TrainConfig.ensemble must be in [1, 16], got 0",
+        ),
+        (
+            ["--corpora", str(default_corpora_dir()), "--content-view-weight", "1"],
+            "TrainConfig.content_view_weight must be in [0, 1), got 1.0",
         ),
         (
             ["--corpora", str(default_corpora_dir()), "--network-seeds", "2", "2"],
