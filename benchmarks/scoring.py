@@ -119,23 +119,35 @@ def warm_breakdown(detector: Any, events_path: Path) -> tuple[float, dict[str, f
     return time.perf_counter() - t0, clock.seconds
 
 
+def warm_rates(
+    detector: Any, events_path: Path, networks: dict[Any, Any], repeat: int
+) -> dict[Any, float]:
+    """Warm end-to-end events/s (best of ``repeat``) with each of ``networks`` in place of
+    the detector's own network, which is put back afterwards."""
+    net = detector.network
+    rates: dict[Any, float] = {}
+    try:
+        for key, network in networks.items():
+            detector.network = network
+            best = min(timed_warm_run(detector, events_path)[1] for _ in range(repeat))
+            rates[key] = _n_events(events_path) / best
+    finally:
+        detector.network = net
+    return rates
+
+
 def ensemble_figures(detector: Any, events_path: Path, sizes: list[int], repeat: int) -> None:
     """Warm end-to-end events/s with the network as a K-member ensemble of copies of itself
     (judged on content alone)."""
     from model.network import EnsembleDetector, SequenceDetector, base_network
 
-    net = detector.network
-    base = base_network(net)
+    base = base_network(detector.network)
     single = base.members[0] if isinstance(base, EnsembleDetector) else base
     assert isinstance(single, SequenceDetector)
-    rates: dict[int, float] = {}
-    try:
-        for k in sorted({1, *sizes}):
-            detector.network = single if k == 1 else EnsembleDetector.of([single] * k)
-            best = min(timed_warm_run(detector, events_path)[1] for _ in range(repeat))
-            rates[k] = _n_events(events_path) / best
-    finally:
-        detector.network = net
+    networks = {
+        k: single if k == 1 else EnsembleDetector.of([single] * k) for k in sorted({1, *sizes})
+    }
+    rates = warm_rates(detector, events_path, networks, repeat)
     print()
     print(f"{'warm, end to end, network as an ensemble of':<46}{'events/s':>11}{'x one':>8}")
     for k, rate in rates.items():
@@ -148,14 +160,8 @@ def view_figures(detector: Any, events_path: Path, weights: list[float], repeat:
     from model.network import with_content_views
 
     net = detector.network
-    rates: dict[float, float] = {}
-    try:
-        for w in sorted({0.0, *weights}):
-            detector.network = with_content_views(net, w)
-            best = min(timed_warm_run(detector, events_path)[1] for _ in range(repeat))
-            rates[w] = _n_events(events_path) / best
-    finally:
-        detector.network = net
+    networks = {w: with_content_views(net, w) for w in sorted({0.0, *weights})}
+    rates = warm_rates(detector, events_path, networks, repeat)
     print()
     print(f"{'warm, end to end, no-content view weight':<46}{'events/s':>11}{'x none':>8}")
     for w, rate in rates.items():

@@ -70,7 +70,32 @@ class StreamState(NamedTuple):
     n_seen: torch.Tensor  # (B,) events seen so far
 
 
-class SequenceDetector(nn.Module):
+class _StreamNetwork(nn.Module):
+    """What every network here shares: ``forward`` is :meth:`forward_all` without the
+    per-prompt logits."""
+
+    def forward(
+        self,
+        emb: torch.Tensor,  # (B, T, D)
+        feats: torch.Tensor,  # (B, T, F)
+        state: StreamState | None = None,
+        lengths: torch.Tensor | None = None,  # (B,) valid lengths (right padding); None = all
+    ) -> tuple[torch.Tensor, StreamState]:
+        """Logits `(B, T)` and the state after each stream's last valid event."""
+        logits, _, new_state = self.forward_all(emb, feats, state, lengths)
+        return logits, new_state
+
+    def forward_all(
+        self,
+        emb: torch.Tensor,
+        feats: torch.Tensor,
+        state: StreamState | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, StreamState]:
+        raise NotImplementedError
+
+
+class SequenceDetector(_StreamNetwork):
     """Causal per-position harvesting logits for `(B, T, D)` embeddings and `(B, T, F)` features."""
 
     def __init__(self, config: NetworkConfig):
@@ -110,17 +135,6 @@ class SequenceDetector(nn.Module):
             ev_sum=torch.zeros(batch, self.n_evidence, device=dev),
             n_seen=torch.zeros(batch, device=dev),
         )
-
-    def forward(
-        self,
-        emb: torch.Tensor,  # (B, T, D)
-        feats: torch.Tensor,  # (B, T, F)
-        state: StreamState | None = None,
-        lengths: torch.Tensor | None = None,  # (B,) valid lengths (right padding); None = all
-    ) -> tuple[torch.Tensor, StreamState]:
-        """Logits `(B, T)` and the state after each stream's last valid event."""
-        logits, _, new_state = self.forward_all(emb, feats, state, lengths)
-        return logits, new_state
 
     def forward_all(
         self,
@@ -185,7 +199,7 @@ class SequenceDetector(nn.Module):
             )
 
 
-class EnsembleDetector(nn.Module):
+class EnsembleDetector(_StreamNetwork):
     """The mean logit of several :class:`SequenceDetector` of one configuration.
 
     Account logits are averaged over the members; a prompt's harvesting probability is the
@@ -246,16 +260,6 @@ class EnsembleDetector(nn.Module):
             n_seen=states[0].n_seen,
         )
 
-    def forward(
-        self,
-        emb: torch.Tensor,
-        feats: torch.Tensor,
-        state: StreamState | None = None,
-        lengths: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, StreamState]:
-        logits, _, new_state = self.forward_all(emb, feats, state, lengths)
-        return logits, new_state
-
     def forward_all(
         self,
         emb: torch.Tensor,
@@ -293,7 +297,7 @@ class EnsembleDetector(nn.Module):
             )
 
 
-class ContentViews(nn.Module):
+class ContentViews(_StreamNetwork):
     """A network judged twice per prompt, with its embedding and without it, logits mixed.
 
     The networks are trained with content dropout (whole streams' embeddings zeroed), so a
@@ -345,16 +349,6 @@ class ContentViews(nn.Module):
 
     def initial_state(self, batch: int) -> StreamState:
         return self._join(self.inner.initial_state(2 * batch), batch)
-
-    def forward(
-        self,
-        emb: torch.Tensor,
-        feats: torch.Tensor,
-        state: StreamState | None = None,
-        lengths: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, StreamState]:
-        logits, _, new_state = self.forward_all(emb, feats, state, lengths)
-        return logits, new_state
 
     def forward_all(
         self,

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from model.embedder import offline_hub
 from model.events import EventError, read_events
-from training.heldout import Protocol, cap_events, load_simulation, merge_simulations
+from training.heldout import cap_events, pool_training_data
 from training.labels import read_labels
 from training.simulator import run_simulate
 
@@ -95,9 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     embedder = build_embedder(embed_config, cache_path=args.cache)
     detector = load_model(model_path, embedder=embedder, fleets=False)
 
-    specs = Protocol().sims()
-    parts = [load_simulation(specs[n], corpora, args.out / "sims") for n in ("train", "trainL")]
-    table, labels = merge_simulations(parts)
+    table, labels = pool_training_data(corpora, args.out / "sims")
     accounts, labs, _ = join_labels(table, labels)
     t0 = time.perf_counter()
     embeddings = embed_table(table, embedder, progress=not args.quiet)

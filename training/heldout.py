@@ -464,6 +464,16 @@ def merge_simulations(
     return table, {a: lab for _, labs in parts for a, lab in labs.items()}
 
 
+def pool_training_data(
+    corpora_dir: str | Path, sims_dir: str | Path, protocol: Protocol | None = None
+) -> tuple[EventTable, dict[str, Label]]:
+    """The accounts the ``pool`` experiment trains on (``train`` and, when the protocol has
+    it, ``trainL``, each capped as the protocol says): the shipped model's training data."""
+    sims = (protocol or Protocol()).sims()
+    specs = [sims["train"], *([sims["trainL"]] if "trainL" in sims else [])]
+    return merge_simulations([load_simulation(spec, corpora_dir, sims_dir) for spec in specs])
+
+
 def training_subset(
     table: EventTable,
     labels: Mapping[str, Label],
@@ -1063,6 +1073,7 @@ __all__ = [
     "load_simulation",
     "main",
     "merge_simulations",
+    "pool_training_data",
     "protocol_from_args",
     "render_card_sections",
     "render_seed_spread",

@@ -108,14 +108,11 @@ def _saved_embed_config(model_path: Path) -> dict[str, Any]:
 
 def _training_data(args: argparse.Namespace) -> tuple[EventTable, dict[str, Label]]:
     from model.events import read_events
-    from training.heldout import Protocol, load_simulation, merge_simulations
+    from training.heldout import pool_training_data
     from training.labels import read_labels
 
     if args.corpora is not None:
-        specs = Protocol().sims()
-        sims = args.sims or Path(args.out).parent / "reweigh-sims"
-        parts = [load_simulation(specs[n], args.corpora, sims) for n in ("train", "trainL")]
-        return merge_simulations(parts)
+        return pool_training_data(args.corpora, args.sims or Path(args.out).parent / "reweigh-sims")
     if args.events is None or args.labels is None:
         raise ValueError("give --events and --labels, or --corpora for the protocol's data")
     return read_events(args.events), read_labels(args.labels)[0]
