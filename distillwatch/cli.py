@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 EXIT_BAD_INPUT = 2
 
@@ -139,6 +140,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="weigh each account n**-P in the loss, n the accounts of its kind in its class, "
         "so rare kinds (evaluation teams among casual users) count more (0 off, 1 every kind "
         "the same; needs label kinds; default: the TrainConfig default)",
+    )
+    p.add_argument(
+        "--chain-augment",
+        type=int,
+        default=None,
+        metavar="N",
+        help="add N organic training accounts per organic kind, each the starts of two or "
+        "three accounts of that kind in one stream (an evaluation team running a suite, not "
+        "one benchmark; 0 off; default: the TrainConfig default)",
+    )
+    p.add_argument(
+        "--chain-kinds",
+        nargs="+",
+        default=None,
+        metavar="KIND",
+        help="chain only accounts of these organic kinds (default: every organic kind)",
     )
     p.add_argument(
         "--ensemble",
@@ -302,6 +319,18 @@ def cmd_train(a: argparse.Namespace) -> None:
     from model.features import FeatureConfig
     from training.train import TrainConfig
 
+    overrides: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("dilution_augment", a.dilution_augment),
+            ("content_dropout", a.content_dropout),
+            ("kind_balance", a.kind_balance),
+            ("content_view_weight", a.content_view_weight),
+            ("chain_augment", a.chain_augment),
+            ("chain_kinds", None if a.chain_kinds is None else tuple(a.chain_kinds)),
+        )
+        if value is not None  # absent: the TrainConfig default
+    }
     cfg = TrainConfig(
         seed=a.seed,
         features=FeatureConfig(context_reuse=a.context_reuse),
@@ -310,10 +339,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         val_fraction=a.val_fraction,
         fleets=a.fleets,
         ensemble=a.ensemble,
-        **({} if a.dilution_augment is None else {"dilution_augment": a.dilution_augment}),
-        **({} if a.content_dropout is None else {"content_dropout": a.content_dropout}),
-        **({} if a.kind_balance is None else {"kind_balance": a.kind_balance}),
-        **({} if a.content_view_weight is None else {"content_view_weight": a.content_view_weight}),
+        **overrides,
     )
     table = api.read_events(a.events, on_error=a.on_error)
     _report_skips(table.stats)

@@ -1,4 +1,5 @@
-"""Dilution augmentation: harvesting prompts spliced into organic streams, for training only.
+"""Training-only augmentations: harvesting prompts spliced into organic streams (dilution),
+and organic accounts of one kind chained into one stream (chaining).
 
 What it knows: how to make a training account that hides harvesting inside ordinary use
 out of two accounts already in the training split, an organic one (the cover traffic) and a
@@ -24,15 +25,32 @@ conversation. The account is labelled harvesting, and its per-prompt labels say 
 prompts were inserted, so the position weights (``AccountExample.position_weights``) do not
 ask the network to flag it before its harvesting prompts arrive.
 
-What it does not know: how features are computed (``augmented_examples`` runs the
-extractor it is given), the network, or where the accounts come from; the caller
-(``training.train``) passes training-split accounts only, so validation stays untouched.
+Chaining (``chained_examples``). An organic account made of the starts of two or three
+organic training accounts of one kind, one after the other, as one client: an evaluation
+team that runs a suite (a few items of one benchmark, then the next), a batch pipeline that
+moves on to another job, a shared key. Why: each evaluation team of a training simulation
+runs one benchmark, so every one of them repeats one task's phrasing and stays in one
+topic, and a network can learn "near-duplicates in one topic, sent in a burst" as the mark
+of an evaluation team. A team running a benchmark of many topics (a competition-math set)
+then reads as a sweep (the unseen-corpora experiment's fold B). A chained account keeps
+what the kind does (the burst, the plain wrapper, the client) and breaks what one
+benchmark's content happens to share. It is as long as its first account (so the length
+distribution of the training split stays), its segments are the first events of each
+account, each segment after the first starts one of its own typical gaps after the last
+event before it, and every event takes the first account's addresses and user agents in
+that account's order; prompts, embeddings, ``max_tokens``, system prompts and models are
+each event's own. Label organic, kind ``augmented_chain``.
+
+What it does not know: how features are computed (both builders run the extractor they are
+given), the network, or where the accounts come from; the caller (``training.train``)
+passes training-split accounts only, so validation stays untouched.
 
 Example::
 
     rng = np.random.default_rng(0)
     made = splice(organic, organic_emb, donor, donor_emb, donor_y, 4, rng)
     made.account, made.emb, made.prompt_y   # 4 harvesting events inserted
+    suite, suite_emb = chain([(team_a, emb_a), (team_b, emb_b)], rng)   # one account, organic
 """
 
 from __future__ import annotations
@@ -49,6 +67,8 @@ from training.dataset import AccountExample
 
 #: ``kind`` of a spliced training account (shown in the training summary).
 KIND = "augmented_dilution"
+#: ``kind`` of a chained organic training account.
+CHAIN_KIND = "augmented_chain"
 
 
 @dataclass(frozen=True)
@@ -204,4 +224,131 @@ def augmented_examples(
     return out
 
 
-__all__ = ["KIND", "Splice", "augmented_examples", "draw_share", "splice"]
+def _typical_gap(ts: np.ndarray) -> float:
+    gaps = np.diff(ts)
+    gaps = gaps[gaps > 0]
+    return float(np.median(gaps)) if len(gaps) else 60.0
+
+
+def chain(
+    parts: Sequence[tuple[AccountEvents, np.ndarray]],
+    rng: np.random.Generator,
+    *,
+    account_id: str | None = None,
+) -> tuple[AccountEvents, np.ndarray]:
+    """One account from the starts of ``parts`` (accounts with their embeddings), as long as
+    the first of them (shorter where the others run out), in the order given (see the module
+    docstring). Returns the account and its embeddings.
+
+    Raises ``ValueError`` for fewer than two parts, an empty part, or embeddings whose
+    length disagrees with their account's.
+    """
+    if len(parts) < 2:
+        raise ValueError(f"chain: needs at least two accounts, got {len(parts)}")
+    for acc, emb in parts:
+        if len(acc) == 0 or emb.shape[0] != len(acc):
+            raise ValueError(
+                f"chain: account {acc.account_id!r} is empty or its embeddings disagree"
+            )
+    first = parts[0][0]
+    parts = parts[: len(first)]  # one event each at least, within the first one's length
+    k = len(parts)
+    # Segment lengths: a Dirichlet split of the first account's length, at least one event
+    # each, none longer than its account.
+    split = np.maximum(1, np.floor(rng.dirichlet(np.ones(k)) * len(first))).astype(int)
+    while split.sum() > len(first):  # the floor of one can overshoot
+        split[int(np.argmax(split))] -= 1
+    lengths = [int(min(n, len(acc))) for n, (acc, _) in zip(split, parts, strict=True)]
+    segs = [acc.head(n) for (acc, _), n in zip(parts, lengths, strict=True)]
+    ts_parts = [segs[0].ts.astype(np.float64)]
+    for seg, (acc, _) in zip(segs[1:], parts[1:], strict=True):
+        start = ts_parts[-1][-1] + _typical_gap(acc.ts)
+        ts_parts.append(seg.ts - seg.ts[0] + start)
+    total = sum(lengths)
+    client = [i % len(first) for i in range(total)]  # the first account's client, in order
+    conv = [
+        None if c is None else f"chain{i}-{c}"
+        for i, seg in enumerate(segs)
+        for c in seg.conversation_id
+    ]
+    account = AccountEvents(
+        account_id=account_id or "+".join(acc.account_id for acc, _ in parts),
+        ts=np.maximum.accumulate(np.concatenate(ts_parts)),
+        prompts=[p for seg in segs for p in seg.prompts],
+        max_tokens=np.concatenate([seg.max_tokens for seg in segs]).astype(np.float64),
+        conversation_id=conv,
+        ip=[first.ip[i] for i in client],
+        user_agent=[first.user_agent[i] for i in client],
+        system=[x for seg in segs for x in seg.system],
+        model=[x for seg in segs for x in seg.model],
+    )
+    emb = np.concatenate([e[:n] for (_, e), n in zip(parts, lengths, strict=True)])
+    return account, emb
+
+
+def chained_examples(
+    accounts: Sequence[AccountEvents],
+    examples: Sequence[AccountExample],
+    per_kind: int,
+    extractor: FeatureExtractor,
+    seed: int,
+    *,
+    kinds: Sequence[str] = (),
+    max_parts: int = 3,
+) -> list[AccountExample]:
+    """``per_kind`` chained organic examples for every organic kind of ``examples`` (aligned
+    with ``accounts``) that has at least two accounts, or for those of ``kinds`` only when it
+    is given. Each chains two to ``max_parts`` distinct accounts of that kind, in random
+    order. Accounts without a kind form one kind ("organic"). Returns ``[]`` when
+    ``per_kind`` is 0 or no kind has two accounts.
+    """
+    if len(accounts) != len(examples):
+        raise ValueError("chained_examples: accounts and examples must be aligned")
+    if max_parts < 2:
+        raise ValueError(f"chained_examples: max_parts must be >= 2, got {max_parts}")
+    by_kind: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        if e.label == 0 and e.kind != CHAIN_KIND and (not kinds or e.kind in kinds):
+            by_kind.setdefault(e.kind, []).append(i)
+    rng = np.random.default_rng(seed)
+    out: list[AccountExample] = []
+    if per_kind <= 0:
+        return out
+    for kind in sorted(by_kind):
+        members = by_kind[kind]
+        if len(members) < 2:
+            continue
+        for j in range(per_kind):
+            k = int(rng.integers(2, min(max_parts, len(members)) + 1))
+            picked = [members[int(i)] for i in rng.choice(len(members), size=k, replace=False)]
+            account, emb = chain(
+                [(accounts[i], examples[i].emb) for i in picked],
+                rng,
+                account_id=f"chain-{kind}-{j}:" + "+".join(accounts[i].account_id for i in picked),
+            )
+            feats, state = extractor.transform(account, emb.astype(np.float32))
+            out.append(
+                AccountExample(
+                    account_id=account.account_id,
+                    emb=emb,
+                    feats=feats,
+                    label=0,
+                    kind=CHAIN_KIND,
+                    campaign=None,
+                    state=state,
+                    prompt_y=np.zeros(len(account), dtype=np.float32),
+                )
+            )
+    return out
+
+
+__all__ = [
+    "CHAIN_KIND",
+    "KIND",
+    "Splice",
+    "augmented_examples",
+    "chain",
+    "chained_examples",
+    "draw_share",
+    "splice",
+]

@@ -984,6 +984,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the no-content view in every trained model (TrainConfig."
         "content_view_weight), instead of the protocol's (0: content alone)",
     )
+    parser.add_argument(
+        "--chain-augment",
+        type=int,
+        default=None,
+        metavar="N",
+        help="chained organic training accounts per organic kind in every trained model "
+        "(TrainConfig.chain_augment), instead of the protocol's (0: none)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
@@ -997,6 +1005,7 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
             ("seed", args.network_seed),
             ("ensemble", args.ensemble),
             ("content_view_weight", args.content_view_weight),
+            ("chain_augment", args.chain_augment),
         )
         if value is not None
     }

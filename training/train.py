@@ -93,6 +93,12 @@ class TrainConfig:
     #: that list ``harvest_prompts``; without them nothing is added.
     dilution_augment: float = 0.5
     dilution_shares: tuple[float, float] = (0.01, 0.3)
+    #: Chaining augmentation (``training.augment.chained_examples``): this many organic
+    #: training accounts per organic kind of the training split, each the starts of two or
+    #: three accounts of that kind in one stream (an evaluation team running a suite, not
+    #: one benchmark). 0 off. ``chain_kinds`` limits it to the kinds named (empty: all).
+    chain_augment: int = 0
+    chain_kinds: tuple[str, ...] = ()
     #: Probability that a training stream's prompt embeddings are zeroed for one step
     #: (``training.lightning_module``): the network learns to judge behaviour and phrasing
     #: without the content, for content it has never seen (benchmarks, documents). 0 turns
@@ -154,6 +160,23 @@ class TrainConfig:
                 f"got {self.dilution_shares}"
             )
         object.__setattr__(self, "dilution_shares", (float(lo), float(hi)))
+        if (
+            isinstance(self.chain_augment, bool)
+            or not isinstance(self.chain_augment, int | float)
+            or not 0 <= self.chain_augment <= 10_000
+            or int(self.chain_augment) != self.chain_augment
+        ):
+            raise ValueError(
+                f"TrainConfig.chain_augment must be an integer in [0, 10000], got {self.chain_augment!r}"
+            )
+        if isinstance(self.chain_kinds, str) or not all(
+            isinstance(k, str) and k for k in self.chain_kinds
+        ):
+            raise ValueError(
+                f"TrainConfig.chain_kinds must be a sequence of kind names, got {self.chain_kinds!r}"
+            )
+        object.__setattr__(self, "chain_augment", int(self.chain_augment))
+        object.__setattr__(self, "chain_kinds", tuple(self.chain_kinds))
         if not 0.0 <= self.content_dropout < 1.0:
             raise ValueError(
                 f"TrainConfig.content_dropout must be in [0, 1), got {self.content_dropout}"
@@ -187,8 +210,9 @@ class TrainConfig:
             kw["features"] = FeatureConfig.from_dict(kw["features"])
         if "network" in kw:
             kw["network"] = NetworkConfig.from_dict(kw["network"])
-        if "dilution_shares" in kw:
-            kw["dilution_shares"] = tuple(kw["dilution_shares"])
+        for name in ("dilution_shares", "chain_kinds"):
+            if name in kw:
+                kw[name] = tuple(kw[name])
         return cls(**kw)
 
 
@@ -469,6 +493,21 @@ def train(
         log.info("dilution augmentation: %d spliced training accounts", len(augmented))
         n_augmented = len(augmented)
         train_ex = train_ex + augmented
+    n_chained = 0
+    if config.chain_augment > 0:
+        from training.augment import chained_examples
+
+        chained = chained_examples(
+            [accounts[i] for i in tr_idx],
+            train_ex[: len(tr_idx)],
+            config.chain_augment,
+            extractor,
+            config.seed,
+            kinds=config.chain_kinds,
+        )
+        log.info("chaining augmentation: %d chained organic training accounts", len(chained))
+        n_chained = len(chained)
+        train_ex = train_ex + chained
     val_ex = [examples[i] for i in va_idx]
     net = with_content_views(
         _fit_network(train_ex, val_ex, config, progress), config.content_view_weight
@@ -501,6 +540,7 @@ def train(
             "n_train_accounts": len(tr_idx),
             "n_val_accounts": len(va_idx),
             "n_augmented_accounts": n_augmented,
+            "n_chained_accounts": n_chained,
             "kinds": kinds,
             **join_counts,
             "config": config.to_dict(),
@@ -560,6 +600,11 @@ def model_card(detector: Detector, report: dict[str, Any], extra: str = "") -> s
         + (
             f" and {tr['n_augmented_accounts']} spliced ones (dilution augmentation)"
             if tr.get("n_augmented_accounts")
+            else ""
+        )
+        + (
+            f" and {tr['n_chained_accounts']} chained organic ones (chaining augmentation)"
+            if tr.get("n_chained_accounts")
             else ""
         )
         + f", validated on {tr.get('n_val_accounts')}"

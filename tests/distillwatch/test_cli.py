@@ -246,6 +246,7 @@ def test_simulate_writes_contract_files(tmp_path) -> None:
         ("--content-dropout", "1.0", "content_dropout must be in [0, 1)"),
         ("--ensemble", "0", "ensemble must be in [1, 16]"),
         ("--kind-balance", "2", "kind_balance must be in [0, 1]"),
+        ("--chain-augment", "-3", "chain_augment must be an integer in [0, 10000]"),
     ],
 )
 def test_train_rejects_a_bad_augmentation_setting_before_any_work(
@@ -291,3 +292,21 @@ def test_train_passes_the_feature_set_and_ensemble_on(
     assert seen["config"].features.context_reuse is context_reuse
     assert seen["config"].ensemble == ensemble
     assert not (tmp_path / "m").exists()
+
+
+def test_train_passes_the_chaining_settings_on(tmp_path, sim_dir, monkeypatch):
+    from distillwatch import api
+
+    seen = []
+
+    def fake_train(table, labels, *, config, **kwargs):
+        seen.append(config)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(api, "train", fake_train)
+    args = ["train", "--events", str(sim_dir / "events.jsonl")]
+    args += ["--labels", str(sim_dir / "labels.jsonl"), "--out", str(tmp_path / "m")]
+    assert main(args) == 2
+    assert main([*args, "--chain-augment", "40", "--chain-kinds", "organic_eval_team"]) == 2
+    assert (seen[0].chain_augment, seen[0].chain_kinds) == (0, ())
+    assert (seen[1].chain_augment, seen[1].chain_kinds) == (40, ("organic_eval_team",))

@@ -1,13 +1,24 @@
-"""Dilution augmentation: what a spliced account keeps, what it borrows, and how training uses it."""
+"""Training augmentations: what a spliced or chained account keeps, what it borrows, and how
+training uses it."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 
 from model.events import AccountEvents, Event
 from model.features import FeatureConfig, FeatureExtractor, fit_topic_centroids
-from training.augment import KIND, augmented_examples, draw_share, splice
+from training.augment import (
+    CHAIN_KIND,
+    KIND,
+    augmented_examples,
+    chain,
+    chained_examples,
+    draw_share,
+    splice,
+)
 from training.dataset import AccountExample
 from training.train import TrainConfig, model_card, train
 
@@ -146,3 +157,116 @@ def test_training_adds_spliced_accounts_to_the_training_split_only(
     assert KIND not in report["validation"].get("per_kind", {})
     n = tr["n_augmented_accounts"]
     assert f"and {n} spliced ones (dilution augmentation)" in model_card(detector, report)
+
+
+def _team(account_id: str, n: int, t0: float, gap: float, ip: str, tag: str) -> AccountEvents:
+    return _account(
+        account_id,
+        [f"{tag} item {i}" for i in range(n)],
+        t0,
+        gap,
+        ip=ip,
+        user_agent=f"sdk-{tag}",
+        max_tokens=256 if tag == "a" else 1024,
+        conversation_id=f"conv-{tag}",
+        system=f"system {tag}",
+    )
+
+
+def test_chain_puts_the_starts_of_its_accounts_one_after_another_as_one_client() -> None:
+    a = _team("a", 30, 1e6, 2.0, "10.0.0.1", "a")
+    b = _team("b", 50, 5e6, 3.0, "10.0.0.2", "b")
+    c = _team("c", 8, 9e6, 1.0, "10.0.0.3", "c")  # shorter than its share: it runs out
+    rng = np.random.default_rng(0)
+    emb = {x.account_id: rng.standard_normal((len(x), 4)).astype(np.float16) for x in (a, b, c)}
+    for seed in range(20):
+        acc, e = chain([(x, emb[x.account_id]) for x in (a, b, c)], np.random.default_rng(seed))
+        assert 3 <= len(acc) <= len(a) and len(e) == len(acc)
+        tags = [p.split()[0] for p in acc.prompts]
+        # segments in the order given, each the first events of its account
+        assert tags == sorted(tags) and set(tags) == {"a", "b", "c"}
+        for tag, src in (("a", a), ("b", b), ("c", c)):
+            idx = [i for i, t in enumerate(tags) if t == tag]
+            assert acc.prompts[idx[0] : idx[-1] + 1] == src.prompts[: len(idx)]
+            np.testing.assert_array_equal(e[idx], emb[src.account_id][: len(idx)])
+            assert {acc.system[i] for i in idx} == {f"system {tag}"}
+            assert {acc.max_tokens[i] for i in idx} == {src.max_tokens[0]}
+            # a segment keeps its own pace; the next starts one of its own gaps later
+            np.testing.assert_allclose(np.diff(acc.ts[idx]), np.diff(src.ts[: len(idx)]))
+        assert np.all(np.diff(acc.ts) > 0)
+        assert acc.ts[0] == a.ts[0]
+        assert set(acc.ip) == {"10.0.0.1"} and set(acc.user_agent) == {"sdk-a"}
+        assert len(set(acc.conversation_id)) == 3  # conversations stay apart
+
+
+def test_chain_refuses_what_it_cannot_make() -> None:
+    a = _team("a", 5, 0.0, 1.0, "x", "a")
+    emb = np.zeros((5, 4), np.float16)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="at least two"):
+        chain([(a, emb)], rng)
+    with pytest.raises(ValueError, match="embeddings disagree"):
+        chain([(a, emb), (a, emb[:-1])], rng)
+
+
+def test_chained_examples_chain_accounts_of_one_kind_only() -> None:
+    rng = np.random.default_rng(0)
+    teams = [_team(f"t{i}", 20, 1e6 * i, 2.0, f"10.0.0.{i}", "a") for i in range(4)]
+    users = [_team(f"u{i}", 20, 1e6 * i, 600.0, f"10.0.1.{i}", "b") for i in range(3)]
+    lone = _team("lone", 20, 0.0, 5.0, "10.0.2.1", "c")  # its kind has one account
+    donor = _team("har", 20, 0.0, 1.0, "1.2.3.4", "h")
+    accounts = [*teams, *users, lone, donor]
+    all_emb = np.vstack([rng.standard_normal((20, 8)) for _ in accounts]).astype(np.float32)
+    extractor = FeatureExtractor(FeatureConfig(), fit_topic_centroids(all_emb, k=2, seed=0))
+    kinds = ["team"] * 4 + ["user"] * 3 + ["lone", "harvest"]
+    examples = []
+    for acc, kind, j in zip(accounts, kinds, range(len(accounts)), strict=True):
+        label = int(kind == "harvest")
+        ex = _example(
+            acc, all_emb[20 * j : 20 * j + 20].astype(np.float16), label, np.zeros(20), extractor
+        )
+        examples.append(dataclasses.replace(ex, kind=kind))
+    out = chained_examples(accounts, examples, 5, extractor, seed=2)
+    assert len(out) == 10  # 5 each for "team" and "user"; none for "lone" or the harvester
+    for e in out:
+        assert e.label == 0 and e.kind == CHAIN_KIND and e.campaign is None
+        kind = e.account_id.split("-")[1].split(":")[0]
+        members = e.account_id.split(":", 1)[1].split("+")
+        assert 2 <= len(members) <= 3 and len(set(members)) == len(members)
+        assert {kinds[[a.account_id for a in accounts].index(m)] for m in members} == {kind}
+        assert len(e) == len(e.emb) == len(e.prompt_y) <= 20 and not e.prompt_y.any()
+        assert e.feats.shape == (len(e), examples[0].feats.shape[1]) and np.isfinite(e.feats).all()
+    again = chained_examples(accounts, examples, 5, extractor, seed=2)
+    assert [e.account_id for e in again] == [e.account_id for e in out]
+    only = chained_examples(accounts, examples, 3, extractor, seed=2, kinds=("user",))
+    assert len(only) == 3 and all(e.account_id.startswith("chain-user-") for e in only)
+    assert chained_examples(accounts, examples, 0, extractor, seed=2) == []
+
+
+def test_config_checks_the_chaining_settings() -> None:
+    for bad in (-1, 0.5, True, "3"):
+        with pytest.raises(ValueError, match="chain_augment"):
+            TrainConfig(chain_augment=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="chain_kinds"):
+        TrainConfig(chain_kinds="organic_eval_team")  # type: ignore[arg-type]
+    cfg = TrainConfig(chain_augment=4, chain_kinds=["organic_eval_team"])  # type: ignore[arg-type]
+    assert cfg.chain_kinds == ("organic_eval_team",)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_training_adds_chained_accounts_to_the_training_split_only(
+    sim_table, sim_labels, hashing_embedder
+) -> None:
+    config = TrainConfig(
+        seed=0, max_epochs=1, patience=0, n_topics=8, dilution_augment=0, chain_augment=3
+    )
+    detector, report = train(
+        sim_table, sim_labels, hashing_embedder, {"kind": "hashing"}, config, progress=False
+    )
+    tr = report["training"]
+    n_kinds = len({lab.kind for lab in sim_labels.values() if lab.label == 0})
+    assert 0 < tr["n_chained_accounts"] <= 3 * n_kinds and tr["n_chained_accounts"] % 3 == 0
+    assert tr["n_train_accounts"] + tr["n_val_accounts"] == tr["n_accounts"]
+    assert CHAIN_KIND not in report["validation"].get("per_kind", {})
+    n = tr["n_chained_accounts"]
+    assert f"and {n} chained organic ones (chaining augmentation)" in model_card(detector, report)
