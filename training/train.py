@@ -97,6 +97,8 @@ class TrainConfig:
     #: training accounts per organic kind of the training split, each the starts of two or
     #: three accounts of that kind in one stream (an evaluation team running a suite, not
     #: one benchmark). 0 off. ``chain_kinds`` limits it to the kinds named (empty: all).
+    #: Tried at 40 for every kind and not adopted: it cost the harvesting kinds left out of
+    #: training (model card, "Chaining augmentation").
     chain_augment: int = 0
     chain_kinds: tuple[str, ...] = ()
     #: Probability that a training stream's prompt embeddings are zeroed for one step
