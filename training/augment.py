@@ -63,7 +63,7 @@ import numpy as np
 
 from model.events import AccountEvents
 from model.features import FeatureExtractor
-from training.dataset import AccountExample
+from training.dataset import AccountExample, featurize
 
 #: ``kind`` of a spliced training account (shown in the training summary).
 KIND = "augmented_dilution"
@@ -208,16 +208,14 @@ def augmented_examples(
             rng,
             account_id=f"aug-{j}:{cover.account_id}+{donor.account_id}",
         )
-        feats, state = extractor.transform(made.account, made.emb.astype(np.float32))
         out.append(
-            AccountExample(
-                account_id=made.account.account_id,
-                emb=made.emb,
-                feats=feats,
+            featurize(
+                made.account,
+                made.emb,
+                extractor,
                 label=1,
                 kind=KIND,
                 campaign=donor_ex.campaign,
-                state=state,
                 prompt_y=made.prompt_y,
             )
         )
@@ -326,16 +324,14 @@ def chained_examples(
                 rng,
                 account_id=f"chain-{kind}-{j}:" + "+".join(accounts[i].account_id for i in picked),
             )
-            feats, state = extractor.transform(account, emb.astype(np.float32))
             out.append(
-                AccountExample(
-                    account_id=account.account_id,
-                    emb=emb,
-                    feats=feats,
+                featurize(
+                    account,
+                    emb,
+                    extractor,
                     label=0,
                     kind=CHAIN_KIND,
                     campaign=None,
-                    state=state,
                     prompt_y=np.zeros(len(account), dtype=np.float32),
                 )
             )

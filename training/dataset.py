@@ -99,29 +99,48 @@ def join_labels(
     return accounts, labs, counts
 
 
+def featurize(
+    account: AccountEvents,
+    emb: np.ndarray,
+    extractor: FeatureExtractor,
+    *,
+    label: int,
+    kind: str,
+    campaign: str | None,
+    prompt_y: np.ndarray | None,
+) -> AccountExample:
+    """One training example: ``account``'s features (from ``emb``) with its labels."""
+    feats, state = extractor.transform(account, emb.astype(np.float32))
+    return AccountExample(
+        account_id=account.account_id,
+        emb=emb,
+        feats=feats,
+        label=label,
+        kind=kind,
+        campaign=campaign,
+        state=state,
+        prompt_y=prompt_y,
+    )
+
+
 def build_examples(
     accounts: Sequence[AccountEvents],
     labels: Sequence[Label],
     embeddings: dict[str, np.ndarray],
     extractor: FeatureExtractor,
 ) -> list[AccountExample]:
-    out = []
-    for acc, lab in zip(accounts, labels, strict=True):
-        emb = embeddings[acc.account_id]
-        feats, state = extractor.transform(acc, emb.astype(np.float32))
-        out.append(
-            AccountExample(
-                account_id=acc.account_id,
-                emb=emb,
-                feats=feats,
-                label=lab.label,
-                kind=lab.kind or ("harvest" if lab.label else "organic"),
-                campaign=lab.campaign,
-                state=state,
-                prompt_y=prompt_labels(acc, lab),
-            )
+    return [
+        featurize(
+            acc,
+            embeddings[acc.account_id],
+            extractor,
+            label=lab.label,
+            kind=lab.kind or ("harvest" if lab.label else "organic"),
+            campaign=lab.campaign,
+            prompt_y=prompt_labels(acc, lab),
         )
-    return out
+        for acc, lab in zip(accounts, labels, strict=True)
+    ]
 
 
 def group_split(
