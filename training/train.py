@@ -508,6 +508,12 @@ def train(
             kinds=config.chain_kinds,
         )
         log.info("chaining augmentation: %d chained organic training accounts", len(chained))
+        present = {labs[i].kind for i in tr_idx if labs[i].label == 0}
+        missing = sorted(set(config.chain_kinds) - present)
+        if missing:
+            log.warning(
+                "chain_kinds names kinds with no organic training account: %s", ", ".join(missing)
+            )
         n_chained = len(chained)
         train_ex = train_ex + chained
     val_ex = [examples[i] for i in va_idx]

@@ -270,3 +270,23 @@ def test_training_adds_chained_accounts_to_the_training_split_only(
     assert CHAIN_KIND not in report["validation"].get("per_kind", {})
     n = tr["n_chained_accounts"]
     assert f"and {n} chained organic ones (chaining augmentation)" in model_card(detector, report)
+
+
+def test_training_warns_when_chain_kinds_match_no_training_account(
+    sim_table, sim_labels, hashing_embedder, caplog
+) -> None:
+    config = TrainConfig(
+        seed=0,
+        max_epochs=1,
+        patience=0,
+        n_topics=8,
+        dilution_augment=0,
+        chain_augment=2,
+        chain_kinds=("organic_no_such_kind",),
+    )
+    with caplog.at_level("WARNING", logger="training.train"):
+        _, report = train(
+            sim_table, sim_labels, hashing_embedder, {"kind": "hashing"}, config, progress=False
+        )
+    assert report["training"]["n_chained_accounts"] == 0
+    assert "organic_no_such_kind" in caplog.text
