@@ -262,8 +262,7 @@ def chain(
     for seg, (acc, _) in zip(segs[1:], parts[1:], strict=True):
         start = ts_parts[-1][-1] + _typical_gap(acc.ts)
         ts_parts.append(seg.ts - seg.ts[0] + start)
-    total = sum(lengths)
-    client = [i % len(first) for i in range(total)]  # the first account's client, in order
+    total = sum(lengths)  # at most len(first): the split's sum is, and no segment grows
     conv = [
         None if c is None else f"chain{i}-{c}"
         for i, seg in enumerate(segs)
@@ -275,8 +274,8 @@ def chain(
         prompts=[p for seg in segs for p in seg.prompts],
         max_tokens=np.concatenate([seg.max_tokens for seg in segs]).astype(np.float64),
         conversation_id=conv,
-        ip=[first.ip[i] for i in client],
-        user_agent=[first.user_agent[i] for i in client],
+        ip=first.ip[:total],  # the first account's client, in its order
+        user_agent=first.user_agent[:total],
         system=[x for seg in segs for x in seg.system],
         model=[x for seg in segs for x in seg.model],
     )
@@ -304,14 +303,14 @@ def chained_examples(
         raise ValueError("chained_examples: accounts and examples must be aligned")
     if max_parts < 2:
         raise ValueError(f"chained_examples: max_parts must be >= 2, got {max_parts}")
+    out: list[AccountExample] = []
+    if per_kind <= 0:
+        return out
     by_kind: dict[str, list[int]] = {}
     for i, e in enumerate(examples):
         if e.label == 0 and e.kind != CHAIN_KIND and (not kinds or e.kind in kinds):
             by_kind.setdefault(e.kind, []).append(i)
     rng = np.random.default_rng(seed)
-    out: list[AccountExample] = []
-    if per_kind <= 0:
-        return out
     for kind in sorted(by_kind):
         members = by_kind[kind]
         if len(members) < 2:

@@ -478,15 +478,17 @@ def train(
     topics = fit_topic_centroids(sample.astype(np.float32), k=config.n_topics, seed=config.seed)
     extractor = FeatureExtractor(config.features, topics)
     examples = build_examples(accounts, labs, embeddings, extractor)
-    train_ex = [examples[i] for i in tr_idx]
+    train_accounts = [accounts[i] for i in tr_idx]
+    real_train_ex = [examples[i] for i in tr_idx]
+    train_ex = real_train_ex  # the augmentations below add to a new list, never to this one
     n_augmented = 0
     if config.dilution_augment > 0:
         from training.augment import augmented_examples
 
         n_cover = sum(1 for i in tr_idx if labs[i].label == 0)
         augmented = augmented_examples(
-            [accounts[i] for i in tr_idx],
-            train_ex,
+            train_accounts,
+            real_train_ex,
             round(config.dilution_augment * n_cover),
             extractor,
             config.dilution_shares,
@@ -500,8 +502,8 @@ def train(
         from training.augment import chained_examples
 
         chained = chained_examples(
-            [accounts[i] for i in tr_idx],
-            train_ex[: len(tr_idx)],
+            train_accounts,
+            real_train_ex,
             config.chain_augment,
             extractor,
             config.seed,

@@ -140,13 +140,23 @@ def test_config_checks_the_augmentation_settings() -> None:
         TrainConfig(dilution_shares=(0.0, 0.1))
 
 
+def _train_briefly(sim_table, sim_labels, embedder, **config):
+    """One epoch on the shared simulation, with ``config`` over a quick base."""
+    base = {"seed": 0, "max_epochs": 1, "patience": 0, "n_topics": 8}
+    return train(
+        sim_table,
+        sim_labels,
+        embedder,
+        {"kind": "hashing"},
+        TrainConfig(**{**base, **config}),
+        progress=False,
+    )
+
+
 def test_training_adds_spliced_accounts_to_the_training_split_only(
     sim_table, sim_labels, hashing_embedder
 ) -> None:
-    config = TrainConfig(seed=0, max_epochs=1, patience=0, n_topics=8, dilution_augment=0.5)
-    detector, report = train(
-        sim_table, sim_labels, hashing_embedder, {"kind": "hashing"}, config, progress=False
-    )
+    detector, report = _train_briefly(sim_table, sim_labels, hashing_embedder, dilution_augment=0.5)
     tr = report["training"]
     n_organic_train = sum(
         1 for lab in sim_labels.values() if lab.label == 0
@@ -257,11 +267,8 @@ def test_config_checks_the_chaining_settings() -> None:
 def test_training_adds_chained_accounts_to_the_training_split_only(
     sim_table, sim_labels, hashing_embedder
 ) -> None:
-    config = TrainConfig(
-        seed=0, max_epochs=1, patience=0, n_topics=8, dilution_augment=0, chain_augment=3
-    )
-    detector, report = train(
-        sim_table, sim_labels, hashing_embedder, {"kind": "hashing"}, config, progress=False
+    detector, report = _train_briefly(
+        sim_table, sim_labels, hashing_embedder, dilution_augment=0, chain_augment=3
     )
     tr = report["training"]
     n_kinds = len({lab.kind for lab in sim_labels.values() if lab.label == 0})
@@ -275,18 +282,14 @@ def test_training_adds_chained_accounts_to_the_training_split_only(
 def test_training_warns_when_chain_kinds_match_no_training_account(
     sim_table, sim_labels, hashing_embedder, caplog
 ) -> None:
-    config = TrainConfig(
-        seed=0,
-        max_epochs=1,
-        patience=0,
-        n_topics=8,
-        dilution_augment=0,
-        chain_augment=2,
-        chain_kinds=("organic_no_such_kind",),
-    )
     with caplog.at_level("WARNING", logger="training.train"):
-        _, report = train(
-            sim_table, sim_labels, hashing_embedder, {"kind": "hashing"}, config, progress=False
+        _, report = _train_briefly(
+            sim_table,
+            sim_labels,
+            hashing_embedder,
+            dilution_augment=0,
+            chain_augment=2,
+            chain_kinds=("organic_no_such_kind",),
         )
     assert report["training"]["n_chained_accounts"] == 0
     assert "organic_no_such_kind" in caplog.text
