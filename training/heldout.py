@@ -994,6 +994,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="chained organic training accounts per organic kind in every trained model "
         "(TrainConfig.chain_augment), instead of the protocol's (0: none)",
     )
+    parser.add_argument(
+        "--chain-kinds",
+        nargs="+",
+        default=None,
+        metavar="KIND",
+        help="chain only organic accounts of these kinds (TrainConfig.chain_kinds), instead "
+        "of the protocol's (empty: every organic kind)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
@@ -1008,6 +1016,7 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
             ("ensemble", args.ensemble),
             ("content_view_weight", args.content_view_weight),
             ("chain_augment", args.chain_augment),
+            ("chain_kinds", None if args.chain_kinds is None else tuple(args.chain_kinds)),
         )
         if value is not None
     }

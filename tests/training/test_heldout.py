@@ -343,6 +343,14 @@ def test_command_line_overrides_only_the_training_seed_ensemble_and_view_weight(
     exps = {e.name: e.config for e in p.experiments()}
     assert {c.seed for c in exps.values()} == {2}
     assert {c.ensemble for c in exps.values()} == {1}
+    chained = protocol_from_args(
+        build_parser().parse_args(
+            [*base, "--chain-augment", "40", "--chain-kinds", "organic_eval_team"]
+        )
+    )
+    assert chained.train_config.chain_augment == 40
+    assert chained.train_config.chain_kinds == ("organic_eval_team",)
+    assert protocol_from_args(build_parser().parse_args(base)).train_config.chain_kinds == ()
 
 
 @pytest.mark.parametrize(
