@@ -218,7 +218,9 @@ class Protocol:
     #: and 43); the no-content view at 0.5 over 0 and 0.25 on those, seed 55 and its
     #: leave-one-kind-out copies; never on the held-out sets (see the model card). Chaining
     #: augmentation (``chain_augment``, 40 per organic kind) was tried and is off: it cost the
-    #: kinds left out of training in (b) (model card, "Chaining augmentation").
+    #: kinds left out of training in (b); chaining evaluation teams alone cost long-context
+    #: sweeps left out on four seeds of the development copies (model card, "Chaining
+    #: augmentation").
     train_config: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             seed=1,
