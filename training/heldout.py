@@ -35,7 +35,10 @@ Run::
 
     python -m training.heldout --corpora ../shared/corpora --out runs/heldout \
         [--only a b c | --only pool loko_slow_drip foldA] [--cache FILE] \
-        [--network-seed N | --network-seeds N [N ...]] [--ensemble N]
+        [--network-seed N | --network-seeds N [N ...]] [--ensemble N] [--development]
+
+``--development`` runs the same experiments on the development copies
+(``Protocol.development``), where recipes are chosen without touching the held-out sets.
 
 Example::
 
@@ -322,6 +325,24 @@ class Protocol:
             "loko_accounts": 50,
             "loko_max_epochs": 2,
             "train_config": TrainConfig(seed=0, max_epochs=2, patience=1, n_topics=8),
+        }
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def development(cls, **overrides: Any) -> Protocol:
+        """The development copies on which recipes are chosen, never the held-out sets.
+
+        The card's protocol with every test simulation drawn from another seed: ``test``
+        from seed 55 (600 accounts, first 150 events), ``testA`` from 33 and ``testB`` from
+        43. The training simulations are the card's, so a recipe judged here trains on the
+        same accounts as in the held-out runs, and nothing it is judged on reappears there.
+        """
+        base: dict[str, Any] = {
+            "test_seed": 55,
+            "test_accounts": 600,
+            "test_cap": 150,
+            "fold_a_seeds": (31, 33),
+            "fold_b_seeds": (41, 43),
         }
         return cls(**{**base, **overrides})
 
@@ -830,14 +851,31 @@ def render_card_sections(results: Mapping[str, Mapping[str, Any]]) -> str:
     """
     found = [r["protocol"] for r in results.values() if r.get("protocol")]
     protocol: Mapping[str, Any] = found[0] if found else Protocol().to_dict()
-    out = ["## Held-out evaluation\n"]
+    dev = Protocol.development()
+    development = (
+        protocol.get("test_seed"),
+        tuple(protocol.get("fold_a_seeds", ())),
+        tuple(protocol.get("fold_b_seeds", ())),
+    ) == (dev.test_seed, dev.fold_a_seeds, dev.fold_b_seeds)
+    out = [
+        "## Development copies (not the held-out evaluation)\n"
+        if development
+        else "## Held-out evaluation\n"
+    ]
     out.append(
         "All figures below come from accounts the model never saw, built from a simulation seed "
         'that was not used for training, thresholds for "recall at x % FPR" set on that set\'s '
         'own organic accounts, "at threshold" using the model\'s stored threshold. Reproduce '
-        "them with `python -m training.heldout --corpora ../shared/corpora --out runs/heldout` "
-        "(`training/heldout.py`).\n"
+        "them with `python -m training.heldout --corpora ../shared/corpora --out runs/heldout"
+        + (" --development" if development else "")
+        + "` (`training/heldout.py`).\n"
     )
+    if development:
+        out.append(
+            "These are the development copies (`Protocol.development`: test simulations from "
+            "seeds the held-out sets do not use), for choosing a recipe; they are not the "
+            "model card's held-out figures.\n"
+        )
     pool = results.get("pool")
     if pool:
         m = heldout_metrics(pool)
@@ -1004,13 +1042,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="chain only organic accounts of these kinds (TrainConfig.chain_kinds), instead "
         "of the protocol's (empty: every organic kind)",
     )
+    parser.add_argument(
+        "--development",
+        action="store_true",
+        help="judge on the development copies (Protocol.development: test simulations of "
+        "seeds 55, 33 and 43, the same training simulations), for choosing a recipe without "
+        "touching the held-out sets",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
 
 def protocol_from_args(args: argparse.Namespace) -> Protocol:
     """The default protocol with the training overrides of the command line, if any."""
-    protocol = Protocol()
+    protocol = Protocol.development() if args.development else Protocol()
     changes = {
         name: value
         for name, value in (

@@ -353,6 +353,29 @@ def test_command_line_overrides_only_the_training_seed_ensemble_and_view_weight(
     assert protocol_from_args(build_parser().parse_args(base)).train_config.chain_kinds == ()
 
 
+def test_development_protocol_never_judges_on_a_held_out_simulation() -> None:
+    held_out, dev = Protocol().sims(), Protocol.development().sims()
+    tests = ("test", "testA", "testB")
+    # the same training simulations, so a recipe chosen there is the one the card evaluates
+    assert {k: v for k, v in dev.items() if k not in tests} == {
+        k: v for k, v in held_out.items() if k not in tests
+    }
+    all_seeds = {spec.seed for spec in held_out.values()}
+    assert not {dev[name].seed for name in tests} & all_seeds
+    assert dev["testA"].exclude_sources == held_out["testA"].exclude_sources
+    assert Protocol.development().train_config == Protocol().train_config
+    base = ["--corpora", str(default_corpora_dir()), "--out", "x"]
+    chosen = protocol_from_args(
+        build_parser().parse_args([*base, "--development", "--ensemble", "1"])
+    )
+    assert chosen.sims() == dev and chosen.train_config.ensemble == 1
+    # a card rendered from development results says so, and how to reproduce them
+    result = {"name": "pool", "protocol": chosen.to_dict()}
+    assert "Development copies" in render_card_sections({"x": result}).splitlines()[0]
+    assert "--development" in render_card_sections({"x": result})
+    assert render_card_sections({}).startswith("## Held-out evaluation")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
