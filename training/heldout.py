@@ -1054,7 +1054,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def protocol_from_args(args: argparse.Namespace) -> Protocol:
-    """The default protocol with the training overrides of the command line, if any."""
+    """The default protocol (or `--development` copies) with the command line's training overrides."""
     protocol = Protocol.development() if args.development else Protocol()
     changes = {
         name: value
