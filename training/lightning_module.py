@@ -8,8 +8,10 @@ network's prompt head, ``prompt_weight`` times the cross-entropy of each prompt 
 is known (harvesting or organic), re-weighted by ``prompt_pos_weight``. With
 ``content_dropout`` p, each training stream has its prompt embeddings zeroed with
 probability p, so the network must also tell harvesting from behaviour and phrasing alone,
-not only from what the prompts are about (validation always sees the embeddings). What it
-does not know: data, files, thresholds.
+not only from what the prompts are about (validation always sees the embeddings). With
+``length_dropout`` p, each training stream has its ``length_columns`` (prompt length and
+the long-document flag) zeroed with probability p, independently, so that long prompts
+alone cannot decide an account. What it does not know: data, files, thresholds.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class LitDetector(L.LightningModule):
         prompt_weight: float = 1.0,
         prompt_pos_weight: float = 1.0,
         content_dropout: float = 0.0,
+        length_dropout: float = 0.0,
+        length_columns: tuple[int, ...] = (),
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -41,6 +45,10 @@ class LitDetector(L.LightningModule):
         if not 0.0 <= content_dropout < 1.0:
             raise ValueError(f"content_dropout must be in [0, 1), got {content_dropout}")
         self.content_dropout = content_dropout
+        if not 0.0 <= length_dropout < 1.0:
+            raise ValueError(f"length_dropout must be in [0, 1), got {length_dropout}")
+        self.length_dropout = length_dropout
+        self.length_columns = tuple(int(c) for c in length_columns)
         self.net = SequenceDetector(NetworkConfig.from_dict(network_config))
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -77,6 +85,13 @@ class LitDetector(L.LightningModule):
             if "keep_content" in batch:  # streams exempt from dropout (e.g. spliced ones)
                 keep = keep | batch["keep_content"]
             batch = {**batch, "emb": emb * keep.to(emb.dtype)[:, None, None]}
+        if self.length_dropout > 0 and self.length_columns:
+            feats = batch["feats"]  # (B, T, F)
+            drop = torch.rand(len(feats), device=feats.device) < self.length_dropout  # (B,)
+            cols = torch.zeros(feats.shape[-1], dtype=torch.bool, device=feats.device)
+            cols[list(self.length_columns)] = True
+            zero = drop[:, None, None] & cols[None, None, :]  # (B, 1, F)
+            batch = {**batch, "feats": feats.masked_fill(zero, 0.0)}
         loss = self._loss(batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 #: Seed distance between ensemble members (far from the small seeds users pick).
 ENSEMBLE_SEED_STEP = 7919
 MAX_ENSEMBLE = 16
+#: The feature columns ``TrainConfig.length_dropout`` zeroes.
+LENGTH_FEATURES: tuple[str, ...] = ("log_chars", "long_document")
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,11 @@ class TrainConfig:
     #: Their few inserted harvesting prompts are often told apart by content alone, so
     #: False keeps their embeddings (an option under study; the shipped model used True).
     content_dropout_spliced: bool = True
+    #: Probability that a training stream's length features (``LENGTH_FEATURES``: prompt
+    #: length, the long-document flag) are zeroed for one step, independently of content
+    #: dropout, so that "long documents" cannot stand for "organic" on its own. 0 off (the
+    #: shipped model); under study against long-context sweeps left out of training.
+    length_dropout: float = 0.0
     #: Scoring judges every prompt twice, with its embedding and without it, and mixes the
     #: two logits with this weight on the no-content view (``model.network.ContentViews``;
     #: 0 off). Calibration and the threshold are fitted on the mixed score. It needs
@@ -182,6 +189,10 @@ class TrainConfig:
         if not 0.0 <= self.content_dropout < 1.0:
             raise ValueError(
                 f"TrainConfig.content_dropout must be in [0, 1), got {self.content_dropout}"
+            )
+        if not 0.0 <= self.length_dropout < 1.0:
+            raise ValueError(
+                f"TrainConfig.length_dropout must be in [0, 1), got {self.length_dropout}"
             )
         if not 0.0 <= self.content_view_weight < 1.0:
             raise ValueError(
@@ -272,6 +283,8 @@ def _fit_member(
         prompt_weight=prompt_weight,
         prompt_pos_weight=prompt_pos_weight,
         content_dropout=config.content_dropout,
+        length_dropout=config.length_dropout,
+        length_columns=tuple(config.features.names.index(n) for n in LENGTH_FEATURES),
     )
     gen = torch.Generator().manual_seed(seed)
     train_dl = DataLoader(

@@ -38,6 +38,8 @@ def test_config_validation() -> None:
         TrainConfig(content_dropout=1.0)
     with pytest.raises(ValueError, match="content_dropout"):
         TrainConfig(content_dropout=-0.1)
+    with pytest.raises(ValueError, match="length_dropout"):
+        TrainConfig(length_dropout=1.0)
 
 
 def _batch(b: int, t: int = 5, d: int = 8, f: int = 36) -> dict[str, torch.Tensor]:
@@ -84,6 +86,34 @@ def test_content_dropout_zeroes_whole_streams_in_training_only(monkeypatch) -> N
     assert torch.equal(seen[2], batch["emb"])
     with pytest.raises(ValueError, match="content_dropout"):
         LitDetector({"embed_dim": 8, "n_features": 36}, content_dropout=1.0)
+
+
+def test_length_dropout_zeroes_only_the_length_columns_of_whole_streams() -> None:
+    from training.lightning_module import LitDetector
+    from training.train import LENGTH_FEATURES
+
+    names = TrainConfig().features.names
+    cols = tuple(names.index(n) for n in LENGTH_FEATURES)
+    torch.manual_seed(0)
+    lit = LitDetector(
+        {"embed_dim": 8, "n_features": len(names)}, length_dropout=0.5, length_columns=cols
+    )
+    lit.log = lambda *a, **k: None
+    seen: list[torch.Tensor] = []
+    real_loss = lit._loss
+    lit._loss = lambda batch: seen.append(batch["feats"]) or real_loss(batch)  # type: ignore[method-assign]
+    batch = _batch(400, f=len(names))
+    batch["feats"] = batch["feats"] + 5.0  # no value is zero by chance
+    assert torch.isfinite(lit.training_step(batch, 0))
+    feats, other = seen[0], [i for i in range(len(names)) if i not in cols]
+    assert torch.equal(feats[:, :, other], batch["feats"][:, :, other])  # the rest untouched
+    zeroed = (feats[:, :, list(cols)] == 0).all(dim=(1, 2))
+    kept = (feats[:, :, list(cols)] == batch["feats"][:, :, list(cols)]).all(dim=(1, 2))
+    assert bool((zeroed | kept).all()) and 150 < int(zeroed.sum()) < 250
+    lit.validation_step(batch, 0)
+    assert torch.equal(seen[1], batch["feats"])  # validation sees every feature
+    with pytest.raises(ValueError, match="length_dropout"):
+        LitDetector({"embed_dim": 8, "n_features": 36}, length_dropout=-0.1)
 
 
 def test_streams_marked_keep_content_are_exempt_from_content_dropout(monkeypatch) -> None:
