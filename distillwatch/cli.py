@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the TrainConfig default)",
     )
     p.add_argument(
+        "--length-dropout",
+        type=float,
+        default=None,
+        metavar="P",
+        help="zero a training stream's prompt-length features with probability P at each "
+        "step, so that long documents alone cannot decide an account (0 off, the default)",
+    )
+    p.add_argument(
         "--content-view-weight",
         type=float,
         default=None,
@@ -324,6 +332,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         for name, value in (
             ("dilution_augment", a.dilution_augment),
             ("content_dropout", a.content_dropout),
+            ("length_dropout", a.length_dropout),
             ("kind_balance", a.kind_balance),
             ("content_view_weight", a.content_view_weight),
             ("chain_augment", a.chain_augment),

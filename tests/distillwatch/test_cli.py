@@ -244,6 +244,7 @@ def test_simulate_writes_contract_files(tmp_path) -> None:
     [
         ("--dilution-augment", "-1", "dilution_augment must be in [0, 10]"),
         ("--content-dropout", "1.0", "content_dropout must be in [0, 1)"),
+        ("--length-dropout", "1.0", "length_dropout must be in [0, 1)"),
         ("--ensemble", "0", "ensemble must be in [1, 16]"),
         ("--kind-balance", "2", "kind_balance must be in [0, 1]"),
         ("--chain-augment", "-3", "chain_augment must be an integer in [0, 10000]"),
@@ -310,3 +311,5 @@ def test_train_passes_the_chaining_settings_on(tmp_path, sim_dir, monkeypatch):
     assert main([*args, "--chain-augment", "40", "--chain-kinds", "organic_eval_team"]) == 2
     assert (seen[0].chain_augment, seen[0].chain_kinds) == (0, ())
     assert (seen[1].chain_augment, seen[1].chain_kinds) == (40, ("organic_eval_team",))
+    assert main([*args, "--length-dropout", "0.5"]) == 2
+    assert (seen[0].length_dropout, seen[2].length_dropout) == (0.0, 0.5)
