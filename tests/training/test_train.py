@@ -1,5 +1,7 @@
 """Training: a tiny run separates simulated harvesting from organic use and sets its threshold."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -55,14 +57,16 @@ def _batch(b: int, t: int = 5, d: int = 8, f: int = 36) -> dict[str, torch.Tenso
     }
 
 
-def _watched_lit(monkeypatch, seen: list[torch.Tensor], **kwargs: float):
-    """A small LitDetector whose ``_loss`` records the embeddings it is given in ``seen``."""
+def _watched_lit(
+    monkeypatch, seen: list[torch.Tensor], key: str = "emb", n_features: int = 36, **kwargs: Any
+):
+    """A small LitDetector whose ``_loss`` records the ``batch[key]`` it is given in ``seen``."""
     from training.lightning_module import LitDetector
 
-    lit = LitDetector({"embed_dim": 8, "n_features": 36}, **kwargs)
+    lit = LitDetector({"embed_dim": 8, "n_features": n_features}, **kwargs)
     lit.log = lambda *a, **k: None  # no trainer attached
     real_loss = lit._loss
-    monkeypatch.setattr(lit, "_loss", lambda batch: seen.append(batch["emb"]) or real_loss(batch))
+    monkeypatch.setattr(lit, "_loss", lambda batch: seen.append(batch[key]) or real_loss(batch))
     return lit
 
 
@@ -88,20 +92,17 @@ def test_content_dropout_zeroes_whole_streams_in_training_only(monkeypatch) -> N
         LitDetector({"embed_dim": 8, "n_features": 36}, content_dropout=1.0)
 
 
-def test_length_dropout_zeroes_only_the_length_columns_of_whole_streams() -> None:
+def test_length_dropout_zeroes_only_the_length_columns_of_whole_streams(monkeypatch) -> None:
     from training.lightning_module import LitDetector
     from training.train import LENGTH_FEATURES
 
     names = TrainConfig().features.names
     cols = tuple(names.index(n) for n in LENGTH_FEATURES)
     torch.manual_seed(0)
-    lit = LitDetector(
-        {"embed_dim": 8, "n_features": len(names)}, length_dropout=0.5, length_columns=cols
-    )
-    lit.log = lambda *a, **k: None
     seen: list[torch.Tensor] = []
-    real_loss = lit._loss
-    lit._loss = lambda batch: seen.append(batch["feats"]) or real_loss(batch)  # type: ignore[method-assign]
+    lit = _watched_lit(
+        monkeypatch, seen, "feats", len(names), length_dropout=0.5, length_columns=cols
+    )
     batch = _batch(400, f=len(names))
     batch["feats"] = batch["feats"] + 5.0  # no value is zero by chance
     assert torch.isfinite(lit.training_step(batch, 0))
