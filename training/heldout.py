@@ -1056,7 +1056,7 @@ def build_parser() -> argparse.ArgumentParser:
 def protocol_from_args(args: argparse.Namespace) -> Protocol:
     """The default protocol (or `--development` copies) with the command line's training overrides."""
     protocol = Protocol.development() if args.development else Protocol()
-    changes = {
+    changes: dict[str, Any] = {
         name: value
         for name, value in (
             ("seed", args.network_seed),
