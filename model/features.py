@@ -119,12 +119,13 @@ class FeatureConfig:
     gap_window: int = 16
     #: Compute the context-reuse features (CONTEXT_FEATURES): how much of a prompt repeats
     #: passages the account already sent in another conversation. Off by default: the
-    #: held-out protocol scored the recipe with them below the shipped model's (model card,
-    #: "Context reuse"). Model directories from before they existed read as False.
+    #: held-out protocol scored the recipe with them below the shipped model's
+    #: (``model/default/HISTORY.md``, "Context reuse"). Model directories from before they
+    #: existed read as False.
     context_reuse: bool = False
     #: Re-sent characters below this count as none (a fixed instruction or wrapper sentence
     #: repeated in every prompt is template reuse, not a document sent again). 500 over 0 on
-    #: development data (model card, "Context reuse").
+    #: development data (``model/default/HISTORY.md``, "Context reuse").
     context_min_chars: int = 500
 
     def __post_init__(self) -> None:

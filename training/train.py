@@ -100,13 +100,13 @@ class TrainConfig:
     #: three accounts of that kind in one stream (an evaluation team running a suite, not
     #: one benchmark). 0 off. ``chain_kinds`` limits it to the kinds named (empty: all).
     #: Tried at 40 for every kind and not adopted: it cost the harvesting kinds left out of
-    #: training (model card, "Chaining augmentation").
+    #: training (``model/default/HISTORY.md``, "Chaining augmentation").
     chain_augment: int = 0
     chain_kinds: tuple[str, ...] = ()
     #: Probability that a training stream's prompt embeddings are zeroed for one step
     #: (``training.lightning_module``): the network learns to judge behaviour and phrasing
     #: without the content, for content it has never seen (benchmarks, documents). 0 turns
-    #: it off. 0.6 was chosen on development data (see the model card).
+    #: it off. 0.6 was chosen on development data (``model/default/HISTORY.md``).
     content_dropout: float = 0.6
     #: Whether spliced accounts (dilution augmentation) are subject to content dropout too.
     #: Their few inserted harvesting prompts are often told apart by content alone, so
@@ -115,7 +115,9 @@ class TrainConfig:
     #: Probability that a training stream's length features (``LENGTH_FEATURES``: prompt
     #: length, the long-document flag) are zeroed for one step, independently of content
     #: dropout, so that "long documents" cannot stand for "organic" on its own. 0 off (the
-    #: shipped model); under study against long-context sweeps left out of training.
+    #: shipped model): at 0.5 it missed its bar against long-context sweeps left out of
+    #: training on the development copies (``model/default/HISTORY.md``, "Chaining
+    #: augmentation").
     length_dropout: float = 0.0
     #: Scoring judges every prompt twice, with its embedding and without it, and mixes the
     #: two logits with this weight on the no-content view (``model.network.ContentViews``;
