@@ -96,6 +96,21 @@ def _pct(x: float, digits: int = 0) -> str:
     return f"{100 * x:.{digits}f}%"
 
 
+def _span(hours: float) -> str:
+    """A duration as a reviewer would write it: 40 s, 12 min, 3.5 h, 6.2 days.
+
+    The rate statistic counts a span under an hour as one hour, so "120 prompts in 12 min"
+    is 120 "per hour" there; printing both would read as a contradiction."""
+    seconds = max(hours, 0.0) * 3600.0
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if hours < 1.0:
+        return f"{seconds / 60:.0f} min"
+    if hours < 48.0:
+        return f"{hours:.1f} h"
+    return f"{hours / 24:.1f} days"
+
+
 def _describe(name: str, s: Mapping[str, float], digits: int = 0) -> str:
     """The sentence of one statistic; shares with ``digits`` decimals."""
     n = int(s["n_events"])
@@ -115,7 +130,9 @@ def _describe(name: str, s: Mapping[str, float], digits: int = 0) -> str:
     if name == "mean_max_tokens":
         return f"requests long outputs: mean max_tokens {s[name]:,.0f}"
     if name == "events_per_active_hour":
-        return f"{n} prompts in {s['span_hours']:.1f} h ({s[name]:.0f} per hour)"
+        return f"{n} prompts in {_span(s['span_hours'])}" + (
+            f" ({s[name]:.0f} per hour)" if s["span_hours"] >= 1.0 else ""
+        )
     if name == "topics_covered":
         return f"prompts span {int(s[name])} of {int(s['n_topics'])} topic clusters"
     if name == "share_long_document":

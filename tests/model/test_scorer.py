@@ -179,6 +179,25 @@ def test_a_share_reason_never_reads_the_same_as_its_organic_reference() -> None:
     assert reason == "grading / rubric requests in 1.4% of prompts (organic p95: 1.0%)"
 
 
+@pytest.mark.parametrize(
+    ("n", "hours", "text"),
+    [
+        (120, 0.004, "120 prompts in 14 s"),
+        (120, 0.2, "120 prompts in 12 min"),
+        (300, 2.5, "300 prompts in 2.5 h (120 per hour)"),
+        (900, 100.0, "900 prompts in 4.2 days (9 per hour)"),
+    ],
+)
+def test_a_rate_reason_states_the_span_it_counts(n: int, hours: float, text: str) -> None:
+    from model.reasons import OrganicReference
+
+    rate = n / max(hours, 1.0)
+    ref = OrganicReference({"events_per_active_hour": [1.0] * 100})
+    stats = {"n_events": float(n), "events_per_active_hour": rate, "span_hours": hours}
+    (reason,) = ref.reasons(stats)
+    assert reason.startswith(text + " (")  # then the organic comparison
+
+
 def test_an_embed_backend_override_needs_a_sentence_transformers_encoder(tiny_model_dir) -> None:
     from model.model_dir import ModelDirError, load_model
 
