@@ -205,6 +205,8 @@ class OrganicReference:
             while digits < 2 and _pct(s[name], digits) == _pct(p95, digits):
                 digits += 1
             ref = _pct(p95, digits) if name.startswith("share_") else f"{p95:,.1f}"
+            if name == "events_per_active_hour":
+                ref += " per hour"
             tail = "above every organic account" if pct >= 1.0 else f"organic p95: {ref}"
             where = f", e.g. {examples[name]}" if name in examples else ""
             out.append(f"{_describe(name, s, digits)}{where} ({tail})")

@@ -196,6 +196,9 @@ def test_a_rate_reason_states_the_span_it_counts(n: int, hours: float, text: str
     stats = {"n_events": float(n), "events_per_active_hour": rate, "span_hours": hours}
     (reason,) = ref.reasons(stats)
     assert reason.startswith(text + " (")  # then the organic comparison
+    quiet = OrganicReference({"events_per_active_hour": [1.0] * 96 + [2.0] * 5})
+    (reason,) = quiet.reasons({**stats, "events_per_active_hour": 1.5})
+    assert reason.endswith("(organic p95: 1.0 per hour)")
 
 
 def test_an_embed_backend_override_needs_a_sentence_transformers_encoder(tiny_model_dir) -> None:
