@@ -145,7 +145,10 @@ def _describe(name: str, s: Mapping[str, float], digits: int = 0) -> str:
             f"conversation (text first sent in {k} earlier conversation{'' if k == 1 else 's'})"
         )
     if name == "round_the_clock":
-        return "activity spread around the clock, not in one person's waking hours"
+        return (
+            f"activity spread around the clock, not in one person's waking hours (hour-of-day "
+            f"spread {s[name]:.2f}, where 0 is one hour of the day and 1 even over all 24)"
+        )
     if name == "harvest_prompts":
         return (
             f"about {s[name]:.0f} of {n} prompts look like known harvesting prompts to the "
@@ -207,6 +210,8 @@ class OrganicReference:
             ref = _pct(p95, digits) if name.startswith("share_") else f"{p95:,.1f}"
             if name == "events_per_active_hour":
                 ref += " per hour"
+            elif name == "round_the_clock":
+                ref = f"{p95:.2f}"
             tail = "above every organic account" if pct >= 1.0 else f"organic p95: {ref}"
             where = f", e.g. {examples[name]}" if name in examples else ""
             out.append(f"{_describe(name, s, digits)}{where} ({tail})")

@@ -201,6 +201,18 @@ def test_a_rate_reason_states_the_span_it_counts(n: int, hours: float, text: str
     assert reason.endswith("(organic p95: 1.0 per hour)")
 
 
+def test_the_round_the_clock_reason_gives_the_spread_it_compares() -> None:
+    from model.reasons import OrganicReference
+
+    ref = OrganicReference({"round_the_clock": [0.1] * 96 + [0.55] * 5})
+    (reason,) = ref.reasons({"n_events": 50.0, "round_the_clock": 0.93})
+    assert "hour-of-day spread 0.93" in reason
+    assert reason.endswith("(above every organic account)")
+    (reason,) = ref.reasons({"n_events": 50.0, "round_the_clock": 0.3})
+    assert "hour-of-day spread 0.30" in reason
+    assert reason.endswith("(organic p95: 0.10)")
+
+
 def test_an_embed_backend_override_needs_a_sentence_transformers_encoder(tiny_model_dir) -> None:
     from model.model_dir import ModelDirError, load_model
 
