@@ -1043,6 +1043,14 @@ def build_parser() -> argparse.ArgumentParser:
         "of the protocol's (empty: every organic kind)",
     )
     parser.add_argument(
+        "--length-dropout",
+        type=float,
+        default=None,
+        metavar="P",
+        help="probability that a training stream's length features are zeroed for a step "
+        "(TrainConfig.length_dropout), instead of the protocol's (0: off)",
+    )
+    parser.add_argument(
         "--development",
         action="store_true",
         help="judge on the development copies (Protocol.development: test simulations of "
@@ -1064,6 +1072,7 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
             ("content_view_weight", args.content_view_weight),
             ("chain_augment", args.chain_augment),
             ("chain_kinds", None if args.chain_kinds is None else tuple(args.chain_kinds)),
+            ("length_dropout", args.length_dropout),
         )
         if value is not None
     }

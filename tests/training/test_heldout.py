@@ -351,6 +351,9 @@ def test_command_line_overrides_only_the_training_seed_ensemble_and_view_weight(
     assert chained.train_config.chain_augment == 40
     assert chained.train_config.chain_kinds == ("organic_eval_team",)
     assert protocol_from_args(build_parser().parse_args(base)).train_config.chain_kinds == ()
+    dropped = protocol_from_args(build_parser().parse_args([*base, "--length-dropout", "0.8"]))
+    assert dropped.train_config.length_dropout == 0.8
+    assert protocol_from_args(build_parser().parse_args(base)).train_config.length_dropout == 0.0
 
 
 def test_development_protocol_never_judges_on_a_held_out_simulation() -> None:
