@@ -219,11 +219,11 @@ class Protocol:
     #: 0, 0.3 and 0.8 on development simulations (seed 55, and seed 33 with fold-A probes
     #: only); an ensemble of 3 over one network on the development copies of (c) (seeds 33
     #: and 43); the no-content view at 0.5 over 0 and 0.25 on those, seed 55 and its
-    #: leave-one-kind-out copies; never on the held-out sets (``model/default/HISTORY.md``). Chaining
-    #: augmentation (``chain_augment``, 40 per organic kind) was tried and is off: it cost the
-    #: kinds left out of training in (b); chaining evaluation teams alone cost long-context
-    #: sweeps left out on four seeds of the development copies (``model/default/HISTORY.md``,
-    #: "Chaining augmentation").
+    #: leave-one-kind-out copies; never on the held-out sets (``model/default/HISTORY.md``).
+    #: Chaining augmentation (``chain_augment``, 40 per organic kind) was tried and is off:
+    #: it cost the kinds left out of training in (b); chaining evaluation teams alone cost
+    #: long-context sweeps left out on four seeds of the development copies
+    #: (``model/default/HISTORY.md``, "Chaining augmentation").
     train_config: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             seed=1,
