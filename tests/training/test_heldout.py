@@ -14,6 +14,7 @@ from training.corpora import Corpora, Family, default_corpora_dir
 from training.heldout import (
     FOLD_A,
     FOLD_B,
+    PROBE_KIND_MIX,
     TINY_FOLD_A,
     TINY_FOLD_B,
     Protocol,
@@ -72,6 +73,7 @@ def test_default_protocol_is_the_model_cards() -> None:
         "testA": SimSpec("testA", 900, 32, 120, exclude_sources=FOLD_B),
         "trainB": SimSpec("trainB", 1200, 41, 100, 0.5, exclude_sources=FOLD_B),
         "testB": SimSpec("testB", 900, 42, 120, exclude_sources=FOLD_A),
+        "testK": SimSpec("testK", 1600, 23, 150, kind_mix=tuple(PROBE_KIND_MIX.items())),
     }
     exps = {e.name: e for e in p.experiments()}
     assert list(exps) == [
@@ -202,9 +204,106 @@ def test_held_out_kind_is_absent_from_training_but_judged(run) -> None:
     assert set(other) != set(sub)
 
 
+def test_leave_one_kind_out_is_also_judged_with_the_probe_simulation(run) -> None:
+    loko = run.results["loko_cot_harvest"]
+    test_table, test_labels = _sim(run, "test")
+    probe_table, probe_labels = _sim(run, "testK")
+    assert [s["name"] for s in loko["extra_test_sims"]] == ["testK"]
+    joined = loko["test+testK"]
+    assert joined["n_accounts"] == len(test_labels) + len(probe_labels)
+    assert loko["test"]["n_accounts"] == len(test_labels)
+    n_test = sum(lab.kind == "cot_harvest" for lab in test_labels.values())
+    n_probe = sum(lab.kind == "cot_harvest" for lab in probe_labels.values())
+    cot = joined["per_kind"]["cot_harvest"]
+    assert cot["n"] == n_test + n_probe and n_probe > 0
+    low, high = cot["recall_at_1pct_fpr_ci95"]
+    assert 0 <= low <= cot["recall_at_1pct_fpr"] <= high <= 1
+    # the probe's mix: every mixed harvesting kind at one weight, the organic mix kept
+    kinds = {lab.kind for lab in probe_labels.values()}
+    assert {"longctx_sweep", "slow_drip", "organic_eval_team"} <= kinds
+    # (a) and (c) are judged on their test simulation alone
+    assert run.results["pool"]["extra_test_sims"] == []
+    assert "test+testK" not in run.results["pool"]
+    card = render_card_sections(run.results)
+    assert "| held-out kind | its accounts | its recall at 1 % FPR (95 % interval) |" in card
+    assert (
+        f"| cot_harvest | {cot['n']} | {cot['recall_at_1pct_fpr']:.3f} ({low:.2f}-{high:.2f}) |"
+    ) in card
+
+
+def test_judge_only_rejudges_earlier_models_without_training(
+    run, tmp_path: Path, hashing_embedder
+) -> None:
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(run.out, out)
+    before = json.loads((out / "results" / "loko_cot_harvest.json").read_text())
+    del before["test+testK"]  # as an earlier run without the probe wrote it
+    before["extra_test_sims"] = []
+    (out / "results" / "loko_cot_harvest.json").write_text(json.dumps(before))
+    weights = (out / "models" / "loko_cot_harvest" / "weights.pt").read_bytes()
+    again = run_heldout(
+        default_corpora_dir(),
+        out,
+        hashing_embedder,
+        {"kind": "hashing", **hashing_embedder.to_dict()},
+        protocol=run.protocol,
+        only=["loko_cot_harvest"],
+        progress=False,
+        judge_only=True,
+    )["loko_cot_harvest"]
+    original = run.results["loko_cot_harvest"]
+    assert again["test+testK"] == original["test+testK"]  # the same model, the same figures
+    assert again["test"] == original["test"]
+    assert again["training"] == before["training"] and "judged_again" in again
+    assert (out / "models" / "loko_cot_harvest" / "weights.pt").read_bytes() == weights
+    assert json.loads((out / "results" / "loko_cot_harvest.json").read_text()) == again
+    with pytest.raises(FileNotFoundError, match="loko_slow_drip: no earlier run"):
+        run_heldout(
+            default_corpora_dir(),
+            out,
+            hashing_embedder,
+            {},
+            protocol=run.protocol,
+            only=["loko_slow_drip"],
+            progress=False,
+            judge_only=True,
+        )
+    other = Protocol.tiny(test_seed=99)
+    with pytest.raises(ValueError, match="would mix protocols"):
+        run_heldout(
+            default_corpora_dir(),
+            out,
+            hashing_embedder,
+            {},
+            protocol=other,
+            only=["loko_cot_harvest"],
+            progress=False,
+            judge_only=True,
+        )
+
+
+def test_sim_spec_kind_mix_is_checked_and_absent_from_default_stamps(tmp_path: Path) -> None:
+    default = SimSpec("s", 20, 5, 10)
+    assert "kind_mix" not in default.stamp(tmp_path)  # earlier runs' files stay valid
+    mixed = SimSpec("s", 20, 5, 10, kind_mix=(("slow_drip", 1.0), ("organic_casual", 1)))
+    assert mixed.stamp(tmp_path)["kind_mix"] == {"organic_casual": 1.0, "slow_drip": 1.0}
+    table, labels = load_simulation(mixed, default_corpora_dir(), tmp_path)
+    assert {lab.kind for lab in labels.values()} <= {"organic_casual", "slow_drip", "hydra_fleet"}
+    for bad in ((("organic_nobody", 1.0),), (("slow_drip", -1.0),), (("slow_drip", 0.0),)):
+        with pytest.raises(ValueError, match="kind_mix"):
+            SimSpec("s", 20, 5, 10, kind_mix=bad)
+
+
+def test_merging_simulations_that_share_accounts_is_an_error(run) -> None:
+    with pytest.raises(ValueError, match="share 40 account ids"):
+        merge_simulations([_sim(run, "test"), _sim(run, "test")])
+
+
 def test_no_text_is_embedded_twice(run) -> None:
     texts: set[str] = set()
-    for sim in ("train", "trainL", "test", "trainA", "testA"):
+    for sim in ("train", "trainL", "test", "testK", "trainA", "testA"):
         texts.update(_sim(run, sim)[0].unique_prompts())
     assert run.embedder.stats.embedded == len(texts)
     assert run.embedder.stats.cache_hits > 0
@@ -358,7 +457,7 @@ def test_command_line_overrides_only_the_training_seed_ensemble_and_view_weight(
 
 def test_development_protocol_never_judges_on_a_held_out_simulation() -> None:
     held_out, dev = Protocol().sims(), Protocol.development().sims()
-    tests = ("test", "testA", "testB")
+    tests = ("test", "testK", "testA", "testB")
     # the same training simulations, so a recipe chosen there is the one the card evaluates
     assert {k: v for k, v in dev.items() if k not in tests} == {
         k: v for k, v in held_out.items() if k not in tests
