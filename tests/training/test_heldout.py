@@ -206,8 +206,8 @@ def test_held_out_kind_is_absent_from_training_but_judged(run) -> None:
 
 def test_leave_one_kind_out_is_also_judged_with_the_probe_simulation(run) -> None:
     loko = run.results["loko_cot_harvest"]
-    test_table, test_labels = _sim(run, "test")
-    probe_table, probe_labels = _sim(run, "testK")
+    test_labels = _sim(run, "test")[1]
+    probe_labels = _sim(run, "testK")[1]
     assert [s["name"] for s in loko["extra_test_sims"]] == ["testK"]
     joined = loko["test+testK"]
     assert joined["n_accounts"] == len(test_labels) + len(probe_labels)
@@ -289,7 +289,7 @@ def test_sim_spec_kind_mix_is_checked_and_absent_from_default_stamps(tmp_path: P
     assert "kind_mix" not in default.stamp(tmp_path)  # earlier runs' files stay valid
     mixed = SimSpec("s", 20, 5, 10, kind_mix=(("slow_drip", 1.0), ("organic_casual", 1)))
     assert mixed.stamp(tmp_path)["kind_mix"] == {"organic_casual": 1.0, "slow_drip": 1.0}
-    table, labels = load_simulation(mixed, default_corpora_dir(), tmp_path)
+    labels = load_simulation(mixed, default_corpora_dir(), tmp_path)[1]
     assert {lab.kind for lab in labels.values()} <= {"organic_casual", "slow_drip", "hydra_fleet"}
     for bad in ((("organic_nobody", 1.0),), (("slow_drip", -1.0),), (("slow_drip", 0.0),)):
         with pytest.raises(ValueError, match="kind_mix"):
