@@ -245,11 +245,11 @@ class Protocol:
     loko_accounts: int = 2400
     loko_subset_seed: int = 0
     loko_max_epochs: int = 15
-    #: A second held-out simulation for (b) (``testK``, ``PROBE_KIND_MIX``, first
+    #: A second held-out simulation for (a) and (b) (``testK``, ``PROBE_KIND_MIX``, first
     #: ``test_cap`` events): ``test`` holds about 22 long-context sweeps and 31 slow-drip
     #: accounts, so one account moves a kind's recall by 0.03-0.05 and its 95 % interval is
-    #: about ±0.15. Each (b) model is judged on ``test`` and on ``test`` + ``testK``; 0
-    #: accounts leaves it out.
+    #: about ±0.15. The (a) and (b) models are judged on ``test`` and on ``test`` +
+    #: ``testK``; 0 accounts leaves it out.
     loko_probe_accounts: int = 1600
     loko_probe_seed: int = 23
     #: Training of (a) and (c); (b) uses it with ``max_epochs=loko_max_epochs``. Seed 1
@@ -442,7 +442,13 @@ class Protocol:
         probe = (sims["testK"],) if "testK" in sims else ()
         out = [
             Experiment(
-                "pool", "a", sims["train"], sims["test"], self.train_config, extra_train=extra
+                "pool",
+                "a",
+                sims["train"],
+                sims["test"],
+                self.train_config,
+                extra_train=extra,
+                extra_test=probe,
             )
         ]
         out += [
@@ -1070,6 +1076,37 @@ def render_card_sections(results: Mapping[str, Mapping[str, Any]]) -> str:
             val = v.get("recall_at_1pct_fpr") if v["label"] else v.get("fpr_at_threshold")
             out.append(f"| {k} | {v['n']} | {'recall ' if v['label'] else 'FPR '}{_fmt(val)} |")
         out.append("")
+        jm = joined_metrics(pool)
+        if jm:
+            extra = pool["extra_test_sims"]
+            n_org_j = jm["n_organic"]
+            out.append(
+                f"The same model on this set together with "
+                f"`{' + '.join(spec['name'] for spec in extra)}` "
+                f"({sum(spec['accounts'] for spec in extra)} more accounts from a seed of its "
+                f"own, each harvesting kind about four times as often): {jm['n_accounts']} "
+                f"accounts, {n_org_j} organic (1 % FPR allows {_allowed(n_org_j, 0.01)}); AUROC "
+                f"{_fmt(jm['auroc'])}, recall at 1 % FPR {_fmt(jm['recall_at_1pct_fpr'])}, at "
+                f"0.1 % FPR {_fmt(jm['recall_at_0.1pct_fpr'])}, at threshold "
+                f"{_fmt(jm['recall_at_threshold'])} (FPR {_fmt(jm['fpr_at_threshold'])}). In "
+                "brackets a bootstrap 95 % interval.\n"
+            )
+            out.append(
+                "| kind | n | recall at 1 % FPR (95 % interval) / at threshold, or FPR at "
+                "threshold |\n|---|---|---|"
+            )
+            for k, v in sorted(jm["per_kind"].items()):
+                if v["label"]:
+                    ci = v.get("recall_at_1pct_fpr_ci95")
+                    band = f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+                    cell = (
+                        f"recall {_fmt(v.get('recall_at_1pct_fpr'))}{band} / "
+                        f"{_fmt(v.get('recall_at_threshold'))}"
+                    )
+                else:
+                    cell = f"FPR {_fmt(v.get('fpr_at_threshold'))}"
+                out.append(f"| {k} | {v['n']} | {cell} |")
+            out.append("")
     loko = [(k, results.get(f"loko_{k}")) for k in HARVEST_KINDS]
     done = [r for _, r in loko if r]
     if done:

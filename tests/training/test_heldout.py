@@ -221,9 +221,17 @@ def test_leave_one_kind_out_is_also_judged_with_the_probe_simulation(run) -> Non
     # the probe's mix: every mixed harvesting kind at one weight, the organic mix kept
     kinds = {lab.kind for lab in probe_labels.values()}
     assert {"longctx_sweep", "slow_drip", "organic_eval_team"} <= kinds
-    # (a) and (c) are judged on their test simulation alone
-    assert run.results["pool"]["extra_test_sims"] == []
-    assert "test+testK" not in run.results["pool"]
+    # (a) is judged with the probe too, (c) on its own test simulation alone
+    pool = run.results["pool"]["test+testK"]
+    assert pool["n_accounts"] == joined["n_accounts"]
+    slow = pool["per_kind"]["slow_drip"]
+    s_low, s_high = slow["recall_at_1pct_fpr_ci95"]
+    assert (
+        f"| slow_drip | {slow['n']} | recall {slow['recall_at_1pct_fpr']:.3f} "
+        f"({s_low:.2f}-{s_high:.2f}) / {slow['recall_at_threshold']:.3f} |"
+    ) in render_card_sections(run.results)
+    assert run.results["foldA"]["extra_test_sims"] == []
+    assert "testA+testK" not in run.results["foldA"]
     card = render_card_sections(run.results)
     assert "| held-out kind | its accounts | its recall at 1 % FPR (95 % interval) |" in card
     assert (
