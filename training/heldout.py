@@ -1009,6 +1009,19 @@ def _allowed(n_organic: int, fpr: float) -> str:
     return "none" if k == 0 else f"{k} of them"
 
 
+def _test_seeds(
+    protocol: Mapping[str, Any], like: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The seeds of a protocol's test simulations (what tells the held-out protocol from the
+    development copies and from any other). With ``like``, only the keys that protocol
+    records: results of earlier versions know fewer test simulations."""
+    known = like if like is not None else protocol
+    keys = [
+        k for k in ("test_seed", "fold_a_seeds", "fold_b_seeds", "loko_probe_seed") if k in known
+    ]
+    return {k: protocol[k][1] if k.endswith("_seeds") else protocol[k] for k in keys}
+
+
 def render_card_sections(results: Mapping[str, Mapping[str, Any]]) -> str:
     """The model card's "Held-out evaluation" markdown from results by experiment name.
 
@@ -1019,15 +1032,14 @@ def render_card_sections(results: Mapping[str, Mapping[str, Any]]) -> str:
     """
     found = [r["protocol"] for r in results.values() if r.get("protocol")]
     protocol: Mapping[str, Any] = found[0] if found else Protocol().to_dict()
-    dev = Protocol.development()
-    development = (
-        protocol.get("test_seed"),
-        tuple(protocol.get("fold_a_seeds", ())),
-        tuple(protocol.get("fold_b_seeds", ())),
-    ) == (dev.test_seed, dev.fold_a_seeds, dev.fold_b_seeds)
+    seeds = _test_seeds(protocol)
+    development = seeds == _test_seeds(Protocol.development().to_dict(), like=protocol)
+    custom = not development and seeds != _test_seeds(Protocol().to_dict(), like=protocol)
     out = [
         "## Development copies (not the held-out evaluation)\n"
         if development
+        else "## Evaluation on other test seeds (not the card's held-out sets)\n"
+        if custom
         else "## Held-out evaluation\n"
     ]
     out.append(

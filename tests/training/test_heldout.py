@@ -484,6 +484,12 @@ def test_development_protocol_never_judges_on_a_held_out_simulation() -> None:
     assert "Development copies" in render_card_sections({"x": result}).splitlines()[0]
     assert "--development" in render_card_sections({"x": result})
     assert render_card_sections({}).startswith("## Held-out evaluation")
+    # development results written before the probe simulation existed are still told apart
+    old = {k: v for k, v in chosen.to_dict().items() if not k.startswith("loko_probe")}
+    assert "Development copies" in render_card_sections({"x": {"name": "pool", "protocol": old}})
+    # any other test seeds are neither the card's held-out sets nor the development copies
+    other = {"name": "pool", "protocol": Protocol(test_seed=77).to_dict()}
+    assert render_card_sections({"x": other}).startswith("## Evaluation on other test seeds")
 
 
 @pytest.mark.parametrize(
