@@ -909,10 +909,18 @@ def _spread_rows(result: Mapping[str, Any]) -> list[tuple[str, float | None]]:
     kind = result.get("held_out_kind")
     if kind:
         pk = m["per_kind"].get(kind, {})
-        return [
+        out = [
             (f"{kind} recall at 1 % FPR", pk.get("recall_at_1pct_fpr")),
             (f"{kind} recall at threshold", pk.get("recall_at_threshold")),
         ]
+        joined, keys = joined_metrics(result), _joined_keys(result)
+        if joined:
+            jk = joined["per_kind"].get(kind, {})
+            out += [
+                (f"{kind} recall at 1 % FPR, {keys[0]}", jk.get("recall_at_1pct_fpr")),
+                (f"{kind} recall at threshold, {keys[0]}", jk.get("recall_at_threshold")),
+            ]
+        return out
     rows: list[tuple[str, float | None]] = [
         ("AUROC", m["auroc"]),
         ("recall at 1 % FPR", m["recall_at_1pct_fpr"]),

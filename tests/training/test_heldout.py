@@ -390,6 +390,14 @@ def test_seed_spread_gives_each_figure_per_seed_with_mean_and_range() -> None:
         in table
     )
     assert "loko_slow_drip | AUROC" not in table
+    assert "testA+testK" not in table  # no probe in these results
+    # with the probe simulation, the kind's figures on both sets together follow
+    probed = _result("loko_slow_drip", 0.9, {"slow_drip": 0.7}, "slow_drip")
+    probed["extra_test_sims"] = [{"name": "testK", "accounts": 100}]
+    probed["testA+testK"] = _result("x", 0.9, {"slow_drip": 0.6})["testA"]
+    table = render_seed_spread({1: {"loko_slow_drip": probed}})
+    assert "| loko_slow_drip | slow_drip recall at 1 % FPR, testA+testK | 0.600 |" in table
+    table = render_seed_spread(by_seed)
     rows = [
         r.split(" | ")[0]
         for r in table.splitlines()
