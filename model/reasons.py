@@ -37,6 +37,14 @@ STAT_NAMES: tuple[str, ...] = (
 )
 
 
+#: How a statistic's organic p95 is written in a reason when not as ``{:,.1f}`` (shares are
+#: written as percentages): the unit the reason states the account's own value in.
+REFERENCE_FORMATS: dict[str, str] = {
+    "events_per_active_hour": "{:,.1f} per hour",
+    "round_the_clock": "{:.2f}",
+}
+
+
 def account_stats(state: FeatureState, prompt_count: float | None = None) -> dict[str, float]:
     """The reviewer-facing statistics of an account, from its feature state.
 
@@ -207,11 +215,10 @@ class OrganicReference:
             digits = 0  # enough decimals that the account's share and the p95 differ
             while digits < 2 and _pct(s[name], digits) == _pct(p95, digits):
                 digits += 1
-            ref = _pct(p95, digits) if name.startswith("share_") else f"{p95:,.1f}"
-            if name == "events_per_active_hour":
-                ref += " per hour"
-            elif name == "round_the_clock":
-                ref = f"{p95:.2f}"
+            if name.startswith("share_"):
+                ref = _pct(p95, digits)
+            else:
+                ref = REFERENCE_FORMATS.get(name, "{:,.1f}").format(p95)
             tail = "above every organic account" if pct >= 1.0 else f"organic p95: {ref}"
             where = f", e.g. {examples[name]}" if name in examples else ""
             out.append(f"{_describe(name, s, digits)}{where} ({tail})")
