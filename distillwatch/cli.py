@@ -131,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
         "step, so that long documents alone cannot decide an account (0 off, the default)",
     )
     p.add_argument(
+        "--splice-cover-client",
+        action="store_const",
+        const=True,
+        default=None,
+        help="spliced training accounts' inserted harvesting prompts take the cover "
+        "account's system prompt and model, not the donor's (off by default)",
+    )
+    p.add_argument(
         "--content-view-weight",
         type=float,
         default=None,
@@ -333,6 +341,7 @@ def cmd_train(a: argparse.Namespace) -> None:
             ("dilution_augment", a.dilution_augment),
             ("content_dropout", a.content_dropout),
             ("length_dropout", a.length_dropout),
+            ("splice_cover_client", a.splice_cover_client),
             ("kind_balance", a.kind_balance),
             ("content_view_weight", a.content_view_weight),
             ("chain_augment", a.chain_augment),

@@ -19,7 +19,9 @@ of the donor's harvesting events inserted at random positions (``augmented_examp
 draws ``k = round(share * n)``, at least ``min_harvest``, ``share`` log-uniform in
 ``shares``). An inserted
 event keeps the donor's prompt, requested ``max_tokens``, system prompt and model, takes
-the organic account's IP and user agent (one account, one client), gets a timestamp drawn
+the organic account's IP and user agent (one account, one client; with ``cover_client``
+also the system prompt and model of the organic event before it, so that no client field
+but the requested output size tells an inserted prompt apart), gets a timestamp drawn
 between its new neighbours' (so the account's pace stays the organic one), and opens its own
 conversation. The account is labelled harvesting, and its per-prompt labels say which
 prompts were inserted, so the position weights (``AccountExample.position_weights``) do not
@@ -96,9 +98,12 @@ def splice(
     rng: np.random.Generator,
     *,
     account_id: str | None = None,
+    cover_client: bool = False,
 ) -> Splice:
     """``organic`` with ``k`` of ``donor``'s harvesting events inserted, in the donor's
-    order (see the module docstring).
+    order (see the module docstring). ``cover_client``: inserted events take the system
+    prompt and model of the organic event before them (the first one's at the start),
+    as they take its IP and user agent.
 
     Raises ``ValueError`` when ``k`` < 1, when the donor has fewer than ``k`` harvesting
     prompts, or when the inputs' lengths disagree.
@@ -136,6 +141,12 @@ def splice(
     new_conv = [f"aug-{donor.account_id}-{int(i)}" for i in picked]
     client_ip = [organic.ip[min(s, n - 1)] for s in slots]
     client_ua = [organic.user_agent[min(s, n - 1)] for s in slots]
+    if cover_client:  # the client of the organic event before (the first, at the start)
+        system = [organic.system[max(s - 1, 0)] for s in slots]
+        model = [organic.model[max(s - 1, 0)] for s in slots]
+    else:
+        system = [donor.system[i] for i in picked]
+        model = [donor.model[i] for i in picked]
     max_tokens = np.empty(total, dtype=np.float64)
     max_tokens[~is_new] = organic.max_tokens
     max_tokens[is_new] = donor.max_tokens[picked]
@@ -147,8 +158,8 @@ def splice(
         conversation_id=merged(organic.conversation_id, new_conv),
         ip=merged(organic.ip, client_ip),
         user_agent=merged(organic.user_agent, client_ua),
-        system=merged(organic.system, [donor.system[i] for i in picked]),
-        model=merged(organic.model, [donor.model[i] for i in picked]),
+        system=merged(organic.system, system),
+        model=merged(organic.model, model),
     )
     emb = np.empty((total, organic_emb.shape[1]), dtype=organic_emb.dtype)
     emb[~is_new] = organic_emb
@@ -166,6 +177,7 @@ def augmented_examples(
     *,
     min_events: int = 20,
     min_harvest: int = 2,
+    cover_client: bool = False,
 ) -> list[AccountExample]:
     """``n`` spliced training examples from ``accounts`` / ``examples`` (aligned lists).
 
@@ -207,6 +219,7 @@ def augmented_examples(
             k,
             rng,
             account_id=f"aug-{j}:{cover.account_id}+{donor.account_id}",
+            cover_client=cover_client,
         )
         out.append(
             featurize(

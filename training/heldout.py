@@ -1296,6 +1296,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(TrainConfig.length_dropout), instead of the protocol's (0: off)",
     )
     parser.add_argument(
+        "--splice-cover-client",
+        action="store_const",
+        const=True,
+        default=None,
+        help="spliced training accounts' inserted prompts take the cover account's system "
+        "prompt and model (TrainConfig.splice_cover_client), instead of the protocol's (off)",
+    )
+    parser.add_argument(
         "--development",
         action="store_true",
         help="judge on the development copies (Protocol.development: test simulations of "
@@ -1325,6 +1333,7 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
             ("chain_augment", args.chain_augment),
             ("chain_kinds", None if args.chain_kinds is None else tuple(args.chain_kinds)),
             ("length_dropout", args.length_dropout),
+            ("splice_cover_client", args.splice_cover_client),
         )
         if value is not None
     }

@@ -120,6 +120,12 @@ class TrainConfig:
     #: to 0.602), so it was not adopted (``model/default/HISTORY.md``, "Chaining
     #: augmentation").
     length_dropout: float = 0.0
+    #: Spliced accounts' inserted harvesting events take the cover account's system prompt
+    #: and model (``training.augment.splice``, ``cover_client``), not the donor's: a harvester
+    #: hiding in an account sends through that account's client, and a system prompt that
+    #: appears only on the inserted prompts would be a mark of splicing, not of harvesting.
+    #: False (the shipped model): the donor's.
+    splice_cover_client: bool = False
     #: Scoring judges every prompt twice, with its embedding and without it, and mixes the
     #: two logits with this weight on the no-content view (``model.network.ContentViews``;
     #: 0 off). Calibration and the threshold are fitted on the mixed score. It needs
@@ -192,6 +198,11 @@ class TrainConfig:
         if not 0.0 <= self.content_dropout < 1.0:
             raise ValueError(
                 f"TrainConfig.content_dropout must be in [0, 1), got {self.content_dropout}"
+            )
+        if not isinstance(self.splice_cover_client, bool):
+            raise ValueError(
+                f"TrainConfig.splice_cover_client must be true or false, got "
+                f"{self.splice_cover_client!r}"
             )
         if not 0.0 <= self.length_dropout < 1.0:
             raise ValueError(
@@ -509,6 +520,7 @@ def train(
             extractor,
             config.dilution_shares,
             config.seed,
+            cover_client=config.splice_cover_client,
         )
         log.info("dilution augmentation: %d spliced training accounts", len(augmented))
         n_augmented = len(augmented)

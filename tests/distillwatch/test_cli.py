@@ -313,3 +313,5 @@ def test_train_passes_the_chaining_settings_on(tmp_path, sim_dir, monkeypatch):
     assert (seen[1].chain_augment, seen[1].chain_kinds) == (40, ("organic_eval_team",))
     assert main([*args, "--length-dropout", "0.5"]) == 2
     assert (seen[0].length_dropout, seen[2].length_dropout) == (0.0, 0.5)
+    assert main([*args, "--splice-cover-client"]) == 2
+    assert (seen[0].splice_cover_client, seen[3].splice_cover_client) == (False, True)

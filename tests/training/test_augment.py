@@ -79,6 +79,45 @@ def test_splice_keeps_the_organic_stream_and_inserts_only_harvesting_prompts() -
     assert len(set(acc.conversation_id[i] for i in inserted)) == 4
 
 
+def test_splice_with_the_cover_client_borrows_its_system_prompt_and_model() -> None:
+    organic, org_emb, donor, donor_emb, donor_y = _pair()
+    # the cover's client changes along its stream: every event names its own system / model
+    organic = AccountEvents.from_events(
+        [
+            Event(
+                "org",
+                float(organic.ts[i]),
+                organic.prompts[i],
+                ip="10.0.0.1",
+                user_agent="browser",
+                max_tokens=512,
+                system=f"sys {i}" if i % 2 else None,
+                model=f"m{i}",
+            )
+            for i in range(len(organic))
+        ]
+    )
+    made = splice(
+        organic, org_emb, donor, donor_emb, donor_y, 6, np.random.default_rng(5), cover_client=True
+    )
+    acc, y = made.account, made.prompt_y
+    inserted = np.flatnonzero(y == 1)
+    assert len(inserted) == 6
+    for i in inserted:
+        before = max(int(i) - 1, 0)
+        while before > 0 and y[before] == 1:  # the organic event before it
+            before -= 1
+        if y[before] == 1:  # inserted at the very start: the first organic event's
+            before = int(np.flatnonzero(y == 0)[0])
+        assert (acc.system[i], acc.model[i]) == (acc.system[before], acc.model[before])
+        assert acc.max_tokens[i] == 8192  # the harvester still asks for long answers
+    kept = y == 0
+    assert [m for m, k in zip(acc.model, kept, strict=True) if k] == list(organic.model)
+    # by default the donor's client fields stay
+    plain = splice(organic, org_emb, donor, donor_emb, donor_y, 6, np.random.default_rng(5))
+    assert {plain.account.system[i] for i in np.flatnonzero(plain.prompt_y == 1)} == {"be thorough"}
+
+
 def test_splice_refuses_what_it_cannot_make() -> None:
     organic, org_emb, donor, donor_emb, donor_y = _pair(n_donor=3)  # 2 harvesting prompts
     rng = np.random.default_rng(0)
@@ -132,6 +171,9 @@ def test_augmented_examples_are_labelled_spliced_accounts_with_features() -> Non
 
 
 def test_config_checks_the_augmentation_settings() -> None:
+    with pytest.raises(ValueError, match="splice_cover_client"):
+        TrainConfig(splice_cover_client=1)  # type: ignore[arg-type]
+    assert TrainConfig.from_dict({"seed": 3}).splice_cover_client is False  # older models
     with pytest.raises(ValueError, match="dilution_augment"):
         TrainConfig(dilution_augment=-0.1)
     with pytest.raises(ValueError, match="dilution_shares"):

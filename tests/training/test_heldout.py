@@ -469,6 +469,12 @@ def test_command_line_overrides_only_the_training_seed_ensemble_and_view_weight(
     dropped = protocol_from_args(build_parser().parse_args([*base, "--length-dropout", "0.8"]))
     assert dropped.train_config.length_dropout == 0.8
     assert protocol_from_args(build_parser().parse_args(base)).train_config.length_dropout == 0.0
+    covered = protocol_from_args(build_parser().parse_args([*base, "--splice-cover-client"]))
+    assert covered.train_config.splice_cover_client is True
+    assert (
+        protocol_from_args(build_parser().parse_args(base)).train_config.splice_cover_client
+        is False
+    )
 
 
 def test_development_protocol_never_judges_on_a_held_out_simulation() -> None:
