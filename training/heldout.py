@@ -563,7 +563,11 @@ def merge_simulations(
 
 def joined_name(exp: Experiment) -> str:
     """The results key of ``exp``'s test simulation joined with its ``extra_test`` ones."""
-    return "+".join([exp.test.name, *(spec.name for spec in exp.extra_test)])
+    return _joined(exp.test.name, [spec.name for spec in exp.extra_test])
+
+
+def _joined(test: str, extra: Sequence[str]) -> str:
+    return "+".join([test, *extra])
 
 
 def pool_training_data(
@@ -769,9 +773,8 @@ def _rejudge_experiment(
 
 
 def _joined_keys(result: Mapping[str, Any]) -> list[str]:
-    extra = result.get("extra_test_sims") or []
-    name = (result.get("test_sim") or {}).get("name", "test")
-    return ["+".join([name, *(spec["name"] for spec in extra)])] if extra else []
+    extra = [spec["name"] for spec in result.get("extra_test_sims") or []]
+    return [_joined((result.get("test_sim") or {}).get("name", "test"), extra)] if extra else []
 
 
 def run_heldout(

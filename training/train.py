@@ -124,7 +124,9 @@ class TrainConfig:
     #: and model (``training.augment.splice``, ``cover_client``), not the donor's: a harvester
     #: hiding in an account sends through that account's client, and a system prompt that
     #: appears only on the inserted prompts would be a mark of splicing, not of harvesting.
-    #: False (the shipped model): the donor's.
+    #: False (the shipped model): the donor's. Tried on development copies and not adopted
+    #: (slow drip left out +0.02 with views, -0.03 on content alone, over four seeds;
+    #: ``model/default/HISTORY.md``, "Splicing with the cover account's client").
     splice_cover_client: bool = False
     #: Scoring judges every prompt twice, with its embedding and without it, and mixes the
     #: two logits with this weight on the no-content view (``model.network.ContentViews``;
