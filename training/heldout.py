@@ -248,7 +248,7 @@ class Protocol:
     #: A second held-out simulation for (a) and (b) (``testK``, ``PROBE_KIND_MIX``, first
     #: ``test_cap`` events): ``test`` holds about 22 long-context sweeps and 31 slow-drip
     #: accounts, so one account moves a kind's recall by 0.03-0.05 and its 95 % interval is
-    #: about ±0.15. The (a) and (b) models are judged on ``test`` and on ``test`` +
+    #: about ±0.2. The (a) and (b) models are judged on ``test`` and on ``test`` +
     #: ``testK``; 0 accounts leaves it out.
     loko_probe_accounts: int = 1600
     loko_probe_seed: int = 23
@@ -291,9 +291,14 @@ class Protocol:
             _check_int("Protocol", name, getattr(self, name), 1)
         _check_int("Protocol", "train_long_accounts", self.train_long_accounts, 0)
         _check_int("Protocol", "loko_probe_accounts", self.loko_probe_accounts, 0)
-        _check_int("Protocol", "loko_probe_seed", self.loko_probe_seed, 0)
         _check_int("Protocol", "train_long_cap", self.train_long_cap, 1)
-        for name in ("train_seed", "train_long_seed", "test_seed", "loko_subset_seed"):
+        for name in (
+            "train_seed",
+            "train_long_seed",
+            "test_seed",
+            "loko_subset_seed",
+            "loko_probe_seed",
+        ):
             _check_int("Protocol", name, getattr(self, name), 0)
         for name in ("fold_a_seeds", "fold_b_seeds"):
             seeds = getattr(self, name)
@@ -762,8 +767,9 @@ def _rejudge_experiment(
             f"{exp.name}: the earlier run was judged on {result['test_sim']}, this protocol's "
             f"test simulation is {exp.test.to_dict()}; judging again would mix protocols"
         )
-    for key in (result.get("test_sim") or {}).get("name", "test"), *_joined_keys(result):
-        result.pop(key, None)
+    for key in ((result.get("test_sim") or {}).get("name", "test"), _joined_key(result)):
+        if key is not None:
+            result.pop(key, None)
     detector = load_model(model_dir, fleets=False)
     result.update(_judge(detector, exp, sims))
     result["judged_again"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -772,9 +778,10 @@ def _rejudge_experiment(
     return result
 
 
-def _joined_keys(result: Mapping[str, Any]) -> list[str]:
+def _joined_key(result: Mapping[str, Any]) -> str | None:
+    """The results key of a result's joined test simulations (None without extra ones)."""
     extra = [spec["name"] for spec in result.get("extra_test_sims") or []]
-    return [_joined((result.get("test_sim") or {}).get("name", "test"), extra)] if extra else []
+    return _joined((result.get("test_sim") or {}).get("name", "test"), extra) if extra else None
 
 
 def run_heldout(
@@ -916,12 +923,12 @@ def _spread_rows(result: Mapping[str, Any]) -> list[tuple[str, float | None]]:
             (f"{kind} recall at 1 % FPR", pk.get("recall_at_1pct_fpr")),
             (f"{kind} recall at threshold", pk.get("recall_at_threshold")),
         ]
-        joined, keys = joined_metrics(result), _joined_keys(result)
+        joined, key = joined_metrics(result), _joined_key(result)
         if joined:
             jk = joined["per_kind"].get(kind, {})
             out += [
-                (f"{kind} recall at 1 % FPR, {keys[0]}", jk.get("recall_at_1pct_fpr")),
-                (f"{kind} recall at threshold, {keys[0]}", jk.get("recall_at_threshold")),
+                (f"{kind} recall at 1 % FPR, {key}", jk.get("recall_at_1pct_fpr")),
+                (f"{kind} recall at threshold, {key}", jk.get("recall_at_threshold")),
             ]
         return out
     rows: list[tuple[str, float | None]] = [
@@ -985,8 +992,8 @@ def heldout_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
 def joined_metrics(result: Mapping[str, Any]) -> dict[str, Any] | None:
     """An experiment's figures on its held-out simulation joined with its ``extra_test``
     ones (None when it has none)."""
-    keys = _joined_keys(result)
-    metrics: dict[str, Any] | None = result.get(keys[0]) if keys else None
+    key = _joined_key(result)
+    metrics: dict[str, Any] | None = result.get(key) if key else None
     return metrics
 
 
@@ -999,11 +1006,10 @@ def summary_line(result: Mapping[str, Any]) -> str:
     joined, kind = joined_metrics(result), result.get("held_out_kind")
     if joined and kind and kind in joined["per_kind"]:
         pk = joined["per_kind"][kind]
-        ci = pk.get("recall_at_1pct_fpr_ci95") or [math.nan, math.nan]
         line += (
             f"; with {'+'.join(s['name'] for s in result['extra_test_sims'])}: {kind} "
-            f"recall@1%FPR {_fmt(pk.get('recall_at_1pct_fpr'))} ({ci[0]:.2f}-{ci[1]:.2f}, "
-            f"{pk['n']} accounts)"
+            f"recall@1%FPR {_fmt(pk.get('recall_at_1pct_fpr'))} "
+            f"({_interval(pk) or 'nan-nan'}, {pk['n']} accounts)"
         )
     return line
 
@@ -1013,6 +1019,12 @@ def summary_line(result: Mapping[str, Any]) -> str:
 
 def _fmt(x: Any) -> str:
     return "–" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+
+def _interval(per_kind: Mapping[str, Any]) -> str:
+    """A kind's 95 % interval of recall at 1 % FPR as "0.66-0.84" ("" when it has none)."""
+    ci = per_kind.get("recall_at_1pct_fpr_ci95")
+    return f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else ""
 
 
 def _allowed(n_organic: int, fpr: float) -> str:
@@ -1120,8 +1132,7 @@ def render_card_sections(results: Mapping[str, Mapping[str, Any]]) -> str:
             )
             for k, v in sorted(jm["per_kind"].items()):
                 if v["label"]:
-                    ci = v.get("recall_at_1pct_fpr_ci95")
-                    band = f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+                    band = f" ({iv})" if (iv := _interval(v)) else ""
                     cell = (
                         f"recall {_fmt(v.get('recall_at_1pct_fpr'))}{band} / "
                         f"{_fmt(v.get('recall_at_threshold'))}"
@@ -1176,8 +1187,7 @@ def render_card_sections(results: Mapping[str, Mapping[str, Any]]) -> str:
             )
             for k, _, jm in joined:
                 pk = jm["per_kind"].get(k, {})
-                ci = pk.get("recall_at_1pct_fpr_ci95")
-                band = f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+                band = f" ({iv})" if (iv := _interval(pk)) else ""
                 out.append(
                     f"| {k} | {pk.get('n', 0)} | {_fmt(pk.get('recall_at_1pct_fpr'))}{band} | "
                     f"{_fmt(pk.get('recall_at_threshold'))} | {_fmt(jm['auroc'])} | "
